@@ -1,0 +1,69 @@
+"""Class-name presets of the benchmarks G4Seg reports on.
+
+Index = class id in the label PNGs; 0 is background in every preset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+VOC = (
+    "background aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse "
+    "motorbike person pottedplant sheep sofa train tvmonitor"
+).split()
+
+# PASCAL Context, 59 most frequent classes + background (the "Context-60" setting).
+CONTEXT = (
+    "background aeroplane bag bed bedclothes bench bicycle bird boat book bottle building bus "
+    "cabinet car cat ceiling chair cloth computer cow cup curtain dog door fence floor flower food "
+    "grass ground horse keyboard light motorbike mountain mouse person plate platform pottedplant "
+    "road rock sheep shelves sidewalk sign sky snow sofa table track train tree truck tvmonitor "
+    "wall water window wood"
+).split()
+
+# COCO-Object: the 80 COCO thing classes + background, in the contiguous order of the
+# COCO-Object label maps used by open-vocabulary segmentation benchmarks.
+COCO_OBJECT = ["background"] + [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+]  # fmt: skip
+
+PRESETS: dict[str, list[str]] = {"voc": VOC, "context": CONTEXT, "coco_object": COCO_OBJECT}
+
+# Names that read better in a prompt than the dataset's compact spelling.
+PROMPT_NAMES = {
+    "aeroplane": "aeroplane", "diningtable": "dining table", "pottedplant": "potted plant",
+    "tvmonitor": "tv monitor", "motorbike": "motorbike", "bedclothes": "bedclothes",
+}  # fmt: skip
+
+
+def resolve_classes(classes: str | list[str]) -> list[str]:
+    """A preset name, a path to a text file (one name a line, background first), or a list."""
+    if isinstance(classes, (list, tuple)):
+        names = list(classes)
+    elif classes in PRESETS:
+        names = list(PRESETS[classes])
+    elif Path(classes).is_file():
+        names = [line.strip() for line in Path(classes).read_text().splitlines() if line.strip()]
+    else:
+        raise ValueError(
+            f"unknown class preset {classes!r}: use one of {sorted(PRESETS)}, a list of names, "
+            "or the path of a text file with one class name a line (background first)"
+        )
+    if len(names) < 2:
+        raise ValueError(f"class list {classes!r} needs background and at least one class, got {names}")
+    if len(names) > 255:
+        raise ValueError(f"class list {classes!r} has {len(names)} classes; label PNGs hold at most 255")
+    return names
+
+
+def prompt_name(name: str) -> str:
+    return PROMPT_NAMES.get(name, name)

@@ -1,0 +1,136 @@
+"""VOC-layout folders: `root/JPEGImages/<id>.jpg` and `root/SegmentationClass/<id>.png`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from g4seg.types import Sample, Skipped
+
+from .classes import resolve_classes
+from .coarse import CoarseSource, SyntheticDegradation
+from .io import DataError, read_image, read_label_map
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class FolderDataset(Dataset):
+    """Samples of a VOC-layout folder; yields `Skipped` for ids finished in an earlier run."""
+
+    def __init__(
+        self,
+        root: Path,
+        class_names: list[str],
+        coarse: CoarseSource,
+        ids: list[str],
+        image_dir: str = "JPEGImages",
+        gt_dir: str = "SegmentationClass",
+        done_ids: frozenset[str] = frozenset(),
+    ) -> None:
+        self.root, self.class_names, self.coarse, self.ids = root, class_names, coarse, ids
+        self.image_dir, self.gt_dir = root / image_dir, root / gt_dir
+        self.done_ids = done_ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path(self, sample_id: str) -> Path:
+        for suffix in IMAGE_SUFFIXES:
+            path = self.image_dir / f"{sample_id}{suffix}"
+            if path.exists():
+                return path
+        raise DataError(f"{self.image_dir}: no image for sample {sample_id!r} (tried {', '.join(IMAGE_SUFFIXES)})")
+
+    def __getitem__(self, index: int) -> Sample | Skipped:
+        sample_id = self.ids[index]
+        if sample_id in self.done_ids:
+            return Skipped(sample_id)
+        image = read_image(self.image_path(sample_id))
+        gt = read_label_map(self.gt_dir / f"{sample_id}.png", len(self.class_names), image.shape[:2], "ground truth")
+        coarse = self.coarse.make(sample_id, image, gt, len(self.class_names))
+        return Sample(
+            id=sample_id,
+            image=torch.from_numpy(image),
+            gt=torch.from_numpy(gt),
+            class_names=self.class_names,
+            coarse=coarse,
+        )
+
+
+def collate_samples(batch: list) -> list:
+    """Images differ in size, so a batch is a plain list of records."""
+    return list(batch)
+
+
+class VOCFolderDataModule(L.LightningDataModule):
+    """Any dataset laid out like VOCdevkit, with coarse masks from files or degradation.
+
+    Args:
+        root: dataset folder (holds `image_dir` and `gt_dir`).
+        classes: preset ("voc", "context", "coco_object"), a class file, or a list.
+        coarse: where coarse masks come from (`CoarseFromFiles` or `SyntheticDegradation`).
+        split: optional text file of sample ids, one a line (e.g. ImageSets/Segmentation/val.txt).
+        limit: keep only the first `limit` ids (quick runs).
+        batch_size: samples per predict step; diffusion injectors batch all their classes.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        classes: str | list[str] = "voc",
+        coarse: CoarseSource | None = None,
+        split: str | None = None,
+        image_dir: str = "JPEGImages",
+        gt_dir: str = "SegmentationClass",
+        limit: int | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.class_names = resolve_classes(classes)
+        self.coarse = coarse if coarse is not None else SyntheticDegradation()
+        self.split, self.image_dir, self.gt_dir = split, image_dir, gt_dir
+        self.limit, self.batch_size, self.num_workers = limit, batch_size, num_workers
+        self.done_ids: frozenset[str] = frozenset()
+        self.dataset: FolderDataset | None = None
+
+    def list_ids(self) -> list[str]:
+        gt_dir = self.root / self.gt_dir
+        if self.split is not None:
+            split = Path(self.split)
+            split = split if split.is_absolute() or split.exists() else self.root / split
+            if not split.is_file():
+                raise DataError(f"{split}: split file is missing")
+            ids = [line.split()[0] for line in split.read_text().splitlines() if line.strip()]
+        else:
+            if not gt_dir.is_dir():
+                raise DataError(f"{gt_dir}: ground-truth folder is missing (expected VOC layout under {self.root})")
+            ids = sorted(p.stem for p in gt_dir.glob("*.png"))
+        if self.limit is not None:
+            ids = ids[: self.limit]
+        if not ids:
+            raise DataError(f"{self.root}: dataset is empty (no ids from {self.split or gt_dir})")
+        return ids
+
+    def setup(self, stage: str | None = None) -> None:
+        self.dataset = FolderDataset(
+            self.root, self.class_names, self.coarse, self.list_ids(), self.image_dir, self.gt_dir, self.done_ids
+        )
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.dataset is None:
+            self.setup("predict")
+        self.dataset.done_ids = self.done_ids
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            persistent_workers=False,
+        )
+

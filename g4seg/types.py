@@ -1,0 +1,121 @@
+"""Records that cross module boundaries.
+
+Everything here lives on the CPU in plain tensors so that datamodules, strategies,
+metrics and writers can be developed and tested apart from each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class ClassProbs:
+    """Per-class probabilities of the classes an image is scored on.
+
+    Only the classes the coarse segmenter proposes are stored (background first), so a
+    COCO-Object image with 3 classes costs 3 maps, not 81. A class that is not listed has
+    probability 0 everywhere.
+    """
+
+    class_ids: torch.Tensor  # int64 [K], dataset class indices; class_ids[0] == 0 (background)
+    probs: torch.Tensor  # float32 [K, H, W] in [0, 1]
+
+    def __post_init__(self) -> None:
+        if self.probs.ndim != 3 or self.class_ids.ndim != 1 or len(self.class_ids) != len(self.probs):
+            raise ValueError(
+                f"ClassProbs needs probs [K,H,W] and class_ids [K]; got {tuple(self.probs.shape)} "
+                f"and {tuple(self.class_ids.shape)}"
+            )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.probs.shape[1]), int(self.probs.shape[2])
+
+    def labels(self) -> torch.Tensor:
+        """Dataset label map: argmax over the listed classes, background included."""
+        return self.class_ids[self.probs.argmax(0)].to(torch.int64)
+
+    def with_probs(self, probs: torch.Tensor) -> ClassProbs:
+        return ClassProbs(self.class_ids, probs.to(torch.float32))
+
+    def foreground(self) -> list[tuple[int, int]]:
+        """(channel, class id) of every non-background class."""
+        return [(k, int(c)) for k, c in enumerate(self.class_ids) if int(c) != 0]
+
+
+@dataclass
+class Sample:
+    """One image with its ground truth and the coarse prediction to refine."""
+
+    id: str
+    image: torch.Tensor  # uint8 [H, W, 3] RGB
+    gt: torch.Tensor  # int64 [H, W], IGNORE_INDEX = not scored
+    class_names: list[str]  # of the dataset, index = class id, 0 = background
+    coarse: ClassProbs
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+
+@dataclass
+class Skipped:
+    """Stand-in for a sample whose results are already on disk (resume).
+
+    The dataset yields it instead of loading the image so that samplers keep their length
+    (Lightning's unrepeated DDP sampler asserts every rank gets a sample).
+    """
+
+    id: str
+
+
+@dataclass
+class Generated:
+    """Images an injector generated for one sample: one per foreground class."""
+
+    sample_id: str
+    class_ids: list[int]
+    images: torch.Tensor  # uint8 [N, H, W, 3], at the sample's size, in class_ids order
+    injector: str = ""
+    random_weights: bool = False
+
+    def image_for(self, class_id: int) -> torch.Tensor:
+        try:
+            return self.images[self.class_ids.index(class_id)]
+        except ValueError:
+            raise KeyError(
+                f"injector {self.injector!r} generated no image for class {class_id} of sample {self.sample_id}"
+            ) from None
+
+
+@dataclass
+class SourceCounts:
+    """Per-class intersection and union pixel counts of one label map against the GT.
+
+    Sums of these over samples give dataset IoU exactly, which is why records store them
+    and metrics keep them as states.
+    """
+
+    inter: dict[int, int] = field(default_factory=dict)
+    union: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class SampleResult:
+    """What one sample produced: label maps to write and counts to score."""
+
+    id: str
+    labels: dict[str, torch.Tensor]  # source name ("baseline" or a strategy) -> int64 [H, W]
+    counts: dict[str, SourceCounts]
+    initial_iou: dict[int, float]  # foreground class -> IoU (percent) of the coarse mask vs GT
+    generated: dict[str, Generated] = field(default_factory=dict)  # injector name -> images
+    seconds: dict[str, float] = field(default_factory=dict)  # strategy -> wall time spent on this sample
+    skipped_reason: str | None = None  # e.g. GT all ignore: counted, not scored
+
+
+BASELINE = "baseline"

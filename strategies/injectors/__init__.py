@@ -1,0 +1,1 @@
+"""Injectors: each generates a layout-keeping image per class of a sample."""

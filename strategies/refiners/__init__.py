@@ -1,0 +1,6 @@
+"""Refiners: each turns class probabilities into refined ones."""
+
+from .densecrf import DenseCRF
+from .identity import Identity
+
+__all__ = ["DenseCRF", "Identity"]
