@@ -33,8 +33,8 @@ def probs_from_labels(
 ) -> ClassProbs:
     """Per-class probabilities from a hard label map.
 
-    Blurring the one-hot maps gives soft boundaries like a CAM's (the argmax is kept and
-    the channels still sum to 1); `confidence` < 1 mixes in a uniform floor so that a
+    Blurring the one-hot maps gives soft boundaries like a CAM's (channels still sum to 1;
+    the argmax moves only where structures are thinner than the blur); `confidence` < 1 mixes in a uniform floor so that a
     CRF's unaries are not infinitely sure. Label 255 (unknown) becomes uniform.
     """
     ids = np.asarray(class_ids, dtype=np.int64)

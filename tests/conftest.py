@@ -1,0 +1,45 @@
+"""Shared test setup. Nothing here may touch the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "demo" / "voc2012"
+SHARED_REAL = ROOT.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def demo_root() -> Path:
+    return DEMO
+
+
+@pytest.fixture(scope="session")
+def real_voc() -> Path:
+    """All real VOC pairs when the shared folder is beside the checkout, else the bundled ones."""
+    shared = SHARED_REAL / "voc2012"
+    return shared if shared.is_dir() else DEMO
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "g4seg.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"g4seg {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def read_metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
