@@ -1,0 +1,176 @@
+"""Explicit Mask Injection (EMI): the coarse mask steers the UNet's attention.
+
+Installed as diffusers attention processors on the UNet's attention modules for the one
+call and restored afterwards (VAE and ControlNet attention are never touched, unlike
+DenseDiffusion's global patch of `Attention.__call__`).
+
+Two modulations of the attention logits s = QK^T / sqrt(d), with M the layout mask at the
+attention's resolution:
+  * "add" (the paper's formula): A' = softmax((QK^T + alpha * M) / sqrt(d)).
+    Cross-attention: M(i, j) = 1 for pixel i inside the mask and j a class-name token.
+    Self-attention: M(i, j) = 1 for pixels i and j both inside the mask.
+  * "densediffusion" (DenseDiffusion's schedule): s += m+ * r * (max_i - s) and
+    s -= m- * r * (s - min_i), r = w * treg * size_reg, treg = (t / 1000)^treg_power,
+    size_reg = 1 - sizereg * (area of the query pixel's segment / resolution^2),
+    w = creg (cross) or sreg (self). Self: same segment (mask or background) positive,
+    different negative. Cross: the class-token columns only, positive inside the mask and
+    negative outside; a one-class prompt has no tokens for the background, which
+    DenseDiffusion's full-caption layouts would give.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .generation import DiffusionInjector, Jobs
+
+
+class LayoutMasks:
+    """The jobs' masks at every attention resolution, built once per call."""
+
+    def __init__(self, jobs: Jobs, device: torch.device) -> None:
+        self.masks = jobs.masks.to(device)  # [J, R, R]
+        self.tokens = jobs.token_masks.to(device)  # [J, L]
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def at(self, n_pixels: int) -> torch.Tensor:
+        """[J, N] mask at the square resolution with n_pixels positions."""
+        if n_pixels not in self._cache:
+            side = math.isqrt(n_pixels)
+            if side * side != n_pixels:
+                raise ValueError(f"attention over {n_pixels} positions is not a square latent grid")
+            m = F.interpolate(self.masks[:, None], size=(side, side), mode="nearest")
+            self._cache[n_pixels] = m.flatten(1)
+        return self._cache[n_pixels]
+
+
+class EMIProcessor:
+    """Drop-in for diffusers' AttnProcessor2_0 that adds the layout modulation.
+
+    `probe`, when set, receives (processor name, is_cross, attention probabilities) so
+    tests and analyses can measure where attention goes.
+    """
+
+    def __init__(self, name: str, layout: LayoutMasks, injector: AttentionInjection, probe=None) -> None:
+        self.name, self.layout, self.inj, self.probe = name, layout, injector, probe
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        is_cross = encoder_hidden_states is not None
+        batch = hidden_states.shape[0]
+        if attention_mask is not None:
+            raise NotImplementedError("EMI does not combine with an attention_mask from the caller")
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if is_cross and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        key, value = attn.to_k(context), attn.to_v(context)
+        head_dim = key.shape[-1] // attn.heads
+        q, k, v = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+
+        out = self.attend(attn, q, k, v, is_cross)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def attend(self, attn, q, k, v, is_cross: bool) -> torch.Tensor:
+        inj = self.inj
+        n_q, n_k = q.shape[2], k.shape[2]
+        mask = self.layout.at(n_q)  # [J, Nq]
+        strength = inj.alpha if inj.mode == "add" else (inj.creg if is_cross else inj.sreg)
+        if strength == 0 and self.probe is None:
+            return F.scaled_dot_product_attention(q, k, v)  # exactly the un-injected computation
+        scale = attn.scale
+        if inj.mode == "add":
+            if is_cross:
+                m = mask[:, :, None] * self.layout.tokens[:, None, :n_k].to(mask.dtype)
+            else:
+                m = mask[:, :, None] * mask[:, None, :]
+            bias = (inj.alpha * scale * m)[:, None].to(q.dtype)  # (QK^T + alpha M) / sqrt(d)
+            if self.probe is None:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            scores = (q @ k.transpose(-1, -2)) * scale + bias
+        else:
+            scores = (q @ k.transpose(-1, -2)) * scale
+            scores = self.densediffusion(scores, mask, is_cross, n_k)
+        probs = scores.softmax(dim=-1)
+        if self.probe is not None:
+            self.probe(self.name, is_cross, probs.detach())
+        return probs @ v
+
+    def densediffusion(self, s: torch.Tensor, mask: torch.Tensor, is_cross: bool, n_k: int) -> torch.Tensor:
+        inj = self.inj
+        treg = (inj.timestep / 1000.0) ** inj.treg_power
+        area = mask.mean(dim=1, keepdim=True)  # fraction of the image inside the mask, [J, 1]
+        size_reg = 1.0 - inj.sizereg * torch.where(mask > 0, area, 1.0 - area)  # [J, Nq]
+        if is_cross:
+            tokens = self.layout.tokens[:, None, :n_k].to(mask.dtype)
+            pos = mask[:, :, None] * tokens
+            neg = (1.0 - mask)[:, :, None] * tokens
+        else:
+            same = mask[:, :, None] * mask[:, None, :] + (1 - mask)[:, :, None] * (1 - mask)[:, None, :]
+            pos, neg = same, 1.0 - same
+        w = inj.creg if is_cross else inj.sreg
+        r = (w * treg * size_reg)[:, None, :, None].to(s.dtype)  # [J, 1, Nq, 1]
+        top = s.amax(dim=-1, keepdim=True)
+        bottom = s.amin(dim=-1, keepdim=True)
+        pos, neg = pos[:, None].to(s.dtype), neg[:, None].to(s.dtype)
+        return s + pos * r * (top - s) - neg * r * (s - bottom)
+
+
+class AttentionInjection(DiffusionInjector):
+    """EMI injector (G4Seg's default). See the module docstring for the two modes.
+
+    Args:
+        mode: "add" or "densediffusion".
+        alpha: logit boost of the "add" mode (before the 1/sqrt(d) scaling).
+        creg, sreg, sizereg, treg_power: DenseDiffusion's parameters (its defaults).
+        (the rest as in DiffusionInjector)
+    """
+
+    def __init__(
+        self,
+        mode: str = "add",
+        alpha: float = 10.0,
+        creg: float = 1.0,
+        sreg: float = 0.3,
+        sizereg: float = 1.0,
+        treg_power: float = 5.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("add", "densediffusion"):
+            raise ValueError(f"mode must be 'add' or 'densediffusion', got {mode!r}")
+        self.mode, self.alpha = mode, alpha
+        self.creg, self.sreg, self.sizereg, self.treg_power = creg, sreg, sizereg, treg_power
+        self.probe = None
+
+    @contextlib.contextmanager
+    def injection(self, jobs: Jobs):
+        saved = dict(self.unet.attn_processors)
+        layout = LayoutMasks(jobs, self.device)
+        self.unet.set_attn_processor({name: EMIProcessor(name, layout, self, self.probe) for name in saved})
+        try:
+            yield
+        finally:
+            self.unet.set_attn_processor(saved)

@@ -1,0 +1,241 @@
+"""One-step Stable Diffusion regeneration shared by every injector (G4Seg, Sec. III-B).
+
+image -> VAE latent x0 -> x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps at t_s -> one UNet call
+with "A photo of {class}" -> x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t) -> VAE
+decode -> back to the image's size.
+
+All (sample, class) jobs of a batch go through the VAE encoder once per image and through
+the UNet together. Noise comes from a CPU generator seeded with (seed, sample id, class),
+so an image does not depend on batch size, device count or order. Images are resized to
+`resolution` x `resolution` (aspect not kept: the layout is stretched, and the mask with
+it, so pixel correspondence is exact after resizing back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datamodules.classes import prompt_name
+from datamodules.coarse import stable_seed
+from g4seg.interfaces import Injector
+from g4seg.models.diffusion import DiffusionModels, load_diffusion
+from g4seg.types import Generated, Sample
+
+
+@dataclass
+class Jobs:
+    """The (sample, class) pairs of one batch, in UNet batch order."""
+
+    sample_index: list[int]  # into the batch's samples
+    class_ids: list[int]
+    masks: torch.Tensor  # float [J, R, R], 1 inside the class's coarse mask (at generation resolution)
+    token_masks: torch.Tensor  # bool [J, L], the class-name tokens of each prompt
+    prompts: list[str]
+    names: list[str]  # dataset class name of each job
+
+    def __len__(self) -> int:
+        return len(self.class_ids)
+
+    def subset(self, idx: slice) -> Jobs:
+        return Jobs(self.sample_index[idx], self.class_ids[idx], self.masks[idx], self.token_masks[idx],
+                    self.prompts[idx], self.names[idx])  # fmt: skip
+
+
+def class_token_mask(tokenizer, prompt: str, name: str, length: int) -> torch.Tensor:
+    """Positions of the class name's tokens (all of them, for multi-token names) in the prompt."""
+    ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
+    sub = tokenizer(name, add_special_tokens=False).input_ids
+    mask = torch.zeros(length, dtype=torch.bool)
+    for start in range(1, length - len(sub) + 1):
+        if ids[start : start + len(sub)] == sub:
+            mask[start : start + len(sub)] = True
+            return mask
+    raise ValueError(f"class name {name!r} not found in the tokenized prompt {prompt!r}")
+
+
+def noise_for(sample_id: str, class_id: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(stable_seed("noise", seed, sample_id, class_id) % (2**63))
+    return torch.randn(shape, generator=generator)
+
+
+def x0_from_prediction(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, prediction_type: str) -> torch.Tensor:
+    """x0 = (x_t - sqrt(1 - a) eps) / sqrt(a); v-prediction converted to eps first."""
+    a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+    if prediction_type == "epsilon":
+        eps = out
+    elif prediction_type == "v_prediction":
+        eps = a * out + s * x_t
+    elif prediction_type == "sample":
+        return out
+    else:
+        raise ValueError(f"unsupported prediction type {prediction_type!r}")
+    return (x_t - s * eps) / a
+
+
+class DiffusionInjector(Injector):
+    """Base of the diffusion injectors; subclasses add the mask through `injection` and
+    `unet_inputs`.
+
+    Args:
+        model: "tiny" (random weights, offline), "tiny-sdxl", a local diffusers folder or a hub id.
+        resolution: generation size; default the model's (512 for SD, 128 for tiny).
+        timestep: t_s of the one-step regeneration (of 1000).
+        prompt: template with {} for the class name.
+        seed: combined with sample id and class for the noise.
+        max_batch: most jobs per UNet call (memory); None = the whole batch at once.
+        guidance: LCM guidance embedding value (only for LCM UNets).
+    """
+
+    controlnet_source: str | None = None
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        resolution: int | None = None,
+        timestep: int = 400,
+        prompt: str = "A photo of {}",
+        seed: int = 0,
+        max_batch: int | None = None,
+        guidance: float = 8.0,
+    ) -> None:
+        super().__init__()
+        models = load_diffusion(model, self.controlnet_source)
+        self.models_info = models
+        # registered as children so Lightning moves them with the LightningModule
+        self.vae, self.unet, self.text_encoder = models.vae, models.unet, models.text_encoder
+        self.text_encoder_2, self.controlnet = models.text_encoder_2, models.controlnet
+        for m in (self.vae, self.unet, self.text_encoder, self.text_encoder_2, self.controlnet):
+            if m is not None:
+                m.eval().requires_grad_(False)
+        self.resolution = resolution or models.default_resolution
+        if self.resolution % (models.vae_scale * 2) != 0:
+            raise ValueError(f"resolution {self.resolution} must be a multiple of {models.vae_scale * 2}")
+        n = models.scheduler.config.num_train_timesteps
+        if not 0 <= timestep < n:
+            raise ValueError(f"timestep must lie in [0, {n}), got {timestep}")
+        self.timestep, self.prompt, self.seed, self.max_batch, self.guidance = timestep, prompt, seed, max_batch, guidance
+        self.alpha_bar = float(models.scheduler.alphas_cumprod[timestep])
+        self.prediction_type = models.scheduler.config.prediction_type
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    # -- hooks for subclasses -------------------------------------------------------------
+    def injection(self, jobs: Jobs):
+        """Context active during the UNet call (attention processors, ...)."""
+        return contextlib.nullcontext()
+
+    def unet_inputs(self, jobs: Jobs, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> dict:
+        """Extra keyword arguments of the UNet call (ControlNet residuals, ...)."""
+        return {}
+
+    # -- the pipeline ---------------------------------------------------------------------
+    def make_jobs(self, samples: Sequence[Sample]) -> Jobs:
+        r, length = self.resolution, self.models_info.tokenizer.model_max_length
+        index, classes, masks, tokens, prompts, names = [], [], [], [], [], []
+        for i, sample in enumerate(samples):
+            labels = sample.coarse.labels().numpy().astype(np.uint8)
+            for _, class_id in sample.coarse.foreground():
+                name = prompt_name(sample.class_names[class_id])
+                prompt = self.prompt.format(name)
+                mask = cv2.resize((labels == class_id).astype(np.uint8), (r, r), interpolation=cv2.INTER_NEAREST)
+                index.append(i), classes.append(class_id), prompts.append(prompt)
+                names.append(sample.class_names[class_id])
+                masks.append(torch.from_numpy(mask.astype(np.float32)))
+                tokens.append(class_token_mask(self.models_info.tokenizer, prompt, name, length))
+        empty = torch.zeros(0, r, r)
+        return Jobs(index, classes, torch.stack(masks) if masks else empty,
+                    torch.stack(tokens) if tokens else torch.zeros(0, length, dtype=torch.bool), prompts, names)  # fmt: skip
+
+    def encode_images(self, samples: Sequence[Sample]) -> torch.Tensor:
+        r = self.resolution
+        batch = np.stack([cv2.resize(s.image.numpy(), (r, r), interpolation=cv2.INTER_AREA) for s in samples])
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean
+        return latents * self.vae.config.scaling_factor
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, dict]:
+        """Text embeddings (and SDXL's pooled embeddings and time ids) of each job's prompt."""
+        unique = list(dict.fromkeys(prompts))
+        tok = self.models_info.tokenizer
+        ids = tok(unique, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids.to(self.device)  # fmt: skip
+        extra = {}
+        if self.models_info.is_sdxl:
+            out1 = self.text_encoder(ids, output_hidden_states=True)
+            tok2 = self.models_info.tokenizer_2
+            ids2 = tok2(unique, padding="max_length", max_length=tok2.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(self.device)  # fmt: skip
+            out2 = self.text_encoder_2(ids2, output_hidden_states=True)
+            emb = torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1)
+            r = float(self.resolution)
+            time_ids = torch.tensor([[r, r, 0.0, 0.0, r, r]], device=self.device).expand(len(unique), 6)
+            extra = {"text_embeds": out2.text_embeds, "time_ids": time_ids}
+        else:
+            emb = self.text_encoder(ids)[0]
+        where = torch.tensor([unique.index(p) for p in prompts], device=self.device)
+        return emb[where], {k: v[where] for k, v in extra.items()}
+
+    def lcm_condition(self, n: int) -> dict:
+        """LCM UNets take the guidance scale as an embedding (`timestep_cond`)."""
+        if not self.models_info.is_lcm:
+            return {}
+        dim = self.unet.config.time_cond_proj_dim
+        w = torch.full((n,), (self.guidance - 1.0) * 1000.0, device=self.device)
+        half = dim // 2
+        freqs = torch.exp(torch.arange(half, device=self.device) * -(math.log(10000.0) / (half - 1)))
+        emb = w[:, None] * freqs[None]
+        emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+        return {"timestep_cond": F.pad(emb, (0, dim % 2))}
+
+    @torch.no_grad()
+    def generate(self, samples: Sequence[Sample]) -> list[Generated]:
+        jobs = self.make_jobs(samples)
+        results = {s.id: Generated(s.id, [], torch.zeros(0, *s.size, 3, dtype=torch.uint8), random_weights=self.models_info.random_weights) for s in samples}  # noqa: E501
+        if not len(jobs):
+            return list(results.values())
+        device = self.device
+        autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+        with autocast:
+            latents = self.encode_images(samples)[jobs.sample_index]
+            noise = torch.stack(
+                [noise_for(samples[i].id, c, self.seed, tuple(latents.shape[1:])) for i, c in zip(jobs.sample_index, jobs.class_ids)]  # noqa: E501
+            ).to(device)
+            a = self.alpha_bar
+            x_t = math.sqrt(a) * latents.float() + math.sqrt(1.0 - a) * noise
+            text, added = self.encode_prompts(jobs.prompts)
+            x0 = []
+            step = self.max_batch or len(jobs)
+            for start in range(0, len(jobs), step):
+                part = slice(start, start + step)
+                x0.append(self.denoise(jobs.subset(part), x_t[part], text[part], {k: v[part] for k, v in added.items()}))
+            decoded = self.vae.decode(torch.cat(x0).to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        images = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        per_sample: dict[str, list] = {s.id: [] for s in samples}
+        for img, i, c in zip(images, jobs.sample_index, jobs.class_ids):
+            h, w = samples[i].size
+            per_sample[samples[i].id].append((c, cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)))
+        for sid, items in per_sample.items():
+            if items:
+                results[sid].class_ids = [c for c, _ in items]
+                results[sid].images = torch.from_numpy(np.stack([im for _, im in items]))
+        return list(results.values())
+
+    def denoise(self, jobs: Jobs, x_t: torch.Tensor, text: torch.Tensor, added: dict) -> torch.Tensor:
+        t = torch.full((len(jobs),), self.timestep, device=x_t.device, dtype=torch.long)
+        kwargs = self.unet_inputs(jobs, x_t, t, text)
+        if added:
+            kwargs["added_cond_kwargs"] = added
+        kwargs.update(self.lcm_condition(len(jobs)))
+        with self.injection(jobs):
+            out = self.unet(x_t.to(self.unet.dtype), t, encoder_hidden_states=text, **kwargs).sample
+        return x0_from_prediction(out.float(), x_t.float(), self.alpha_bar, self.prediction_type)
