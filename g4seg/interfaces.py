@@ -19,6 +19,8 @@ class Injector(nn.Module, ABC):
     """Generates, for each foreground class of each sample, an image that keeps the layout
     of the coarse mask. Gets a whole batch so it can run all classes in one model call."""
 
+    random_weights: bool = False  # set by implementations built on untrained models; reports say so
+
     @abstractmethod
     def generate(self, samples: Sequence[Sample]) -> list[Generated]: ...
 
@@ -31,6 +33,7 @@ class Refiner(nn.Module, ABC):
     """
 
     needs_generated: bool = False
+    random_weights: bool = False
 
     @abstractmethod
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs: ...
@@ -52,6 +55,7 @@ class Chain(Refiner):
             raise ValueError("a Chain needs at least one refiner")
         self.refiners = nn.ModuleList(refiners)
         self.needs_generated = any(r.needs_generated for r in refiners)
+        self.random_weights = any(r.random_weights for r in refiners)
 
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs:
         for refiner in self.refiners:

@@ -148,4 +148,9 @@ class G4SegModule(L.LightningModule):
             generated={spec.injector: generated[spec.injector][sample.id] for spec in self.specs
                        if spec.injector and sample.id in generated[spec.injector]},
             seconds=seconds,
+            random_weights=[spec.name for spec in self.specs if self.uses_random_weights(spec)],
         )
+
+    def uses_random_weights(self, spec: StrategySpec) -> bool:
+        injector = self.injectors[spec.injector] if spec.injector else None
+        return self.chains[spec.name].random_weights or bool(injector and injector.random_weights)

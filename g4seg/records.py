@@ -52,7 +52,7 @@ def to_record(result: SampleResult) -> dict:
             for name, sc in result.counts.items()
         },
         "seconds": result.seconds,
-        "random_weights": sorted({g.injector for g in result.generated.values() if g.random_weights}),
+        "random_weights": result.random_weights,
     }
 
 
@@ -65,6 +65,7 @@ def from_record(record: dict) -> SampleResult:
         counts={name: SourceCounts(ints(c["inter"]), ints(c["union"])) for name, c in record["counts"].items()},
         initial_iou={int(k): float(v) for k, v in record["initial_iou"].items()},
         seconds=record.get("seconds", {}),
+        random_weights=record.get("random_weights", []),
         skipped_reason=record.get("skipped_reason"),
     )
 

@@ -82,7 +82,6 @@ class Generated:
     class_ids: list[int]
     images: torch.Tensor  # uint8 [N, H, W, 3], at the sample's size, in class_ids order
     injector: str = ""
-    random_weights: bool = False
 
     def image_for(self, class_id: int) -> torch.Tensor:
         try:
@@ -115,6 +114,7 @@ class SampleResult:
     initial_iou: dict[int, float]  # foreground class -> IoU (percent) of the coarse mask vs GT
     generated: dict[str, Generated] = field(default_factory=dict)  # injector name -> images
     seconds: dict[str, float] = field(default_factory=dict)  # strategy -> wall time spent on this sample
+    random_weights: list[str] = field(default_factory=list)  # strategies that ran untrained models
     skipped_reason: str | None = None  # e.g. GT all ignore: counted, not scored
 
 

@@ -126,11 +126,16 @@ def load_diffusion(source: str, controlnet: str | None = None, config_key: str =
         if controlnet not in (None, "tiny"):
             raise ValueError(f"tiny models take controlnet 'tiny' or none, got {controlnet!r}")
         return tiny_models(controlnet=controlnet == "tiny", sdxl=source == "tiny-sdxl")
-    for where, repo in ((source, "stabilityai/stable-diffusion-2-1-base"), (controlnet, "lllyasviel/control_v11p_sd15_seg")):
-        if where and looks_local(where) and not Path(where).expanduser().is_dir():
-            short = Path(repo).name
-            raise ModelNotFoundError(f"{where}: model folder does not exist.\n" + DOWNLOAD_HINT.format(
-                repo=repo, short=short, key=config_key))
+    wanted = ((source, "stabilityai/stable-diffusion-2-1-base", config_key),
+              (controlnet, "lllyasviel/control_v11p_sd15_seg", "controlnet"))  # fmt: skip
+    missing = [
+        f"{where}: model folder does not exist.\n"
+        + DOWNLOAD_HINT.format(repo=repo, short=Path(repo).name, key=key)
+        for where, repo, key in wanted
+        if where and looks_local(where) and not Path(where).expanduser().is_dir()
+    ]
+    if missing:
+        raise ModelNotFoundError("\n".join(missing))
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 

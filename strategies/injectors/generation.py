@@ -109,6 +109,7 @@ class DiffusionInjector(Injector):
         super().__init__()
         models = load_diffusion(model, self.controlnet_source)
         self.models_info = models
+        self.random_weights = models.random_weights
         # registered as children so Lightning moves them with the LightningModule
         self.vae, self.unet, self.text_encoder = models.vae, models.unet, models.text_encoder
         self.text_encoder_2, self.controlnet = models.text_encoder_2, models.controlnet
@@ -127,7 +128,7 @@ class DiffusionInjector(Injector):
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return next(self.vae.parameters()).device
 
     # -- hooks for subclasses -------------------------------------------------------------
     def injection(self, jobs: Jobs):
@@ -200,7 +201,7 @@ class DiffusionInjector(Injector):
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample]) -> list[Generated]:
         jobs = self.make_jobs(samples)
-        results = {s.id: Generated(s.id, [], torch.zeros(0, *s.size, 3, dtype=torch.uint8), random_weights=self.models_info.random_weights) for s in samples}  # noqa: E501
+        results = {s.id: Generated(s.id, [], torch.zeros(0, *s.size, 3, dtype=torch.uint8)) for s in samples}
         if not len(jobs):
             return list(results.values())
         device = self.device

@@ -1,0 +1,127 @@
+"""Dense CLIP image features (patch tokens) from an open_clip vision transformer.
+
+`DenseCLIP("tiny")` is a small random ViT (seeded, the same in every process) for tests and
+the offline demo; otherwise an open_clip architecture name with a pretrained tag or a
+local checkpoint file. Positional embeddings are interpolated, so any input size that is a
+multiple of the patch size works (448 with ViT-B/16 gives a 28x28 grid).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .diffusion import ModelNotFoundError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def tiny_visual(seed: int = 0) -> nn.Module:
+    from open_clip.transformer import VisionTransformer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VisionTransformer(image_size=64, patch_size=8, width=32, layers=2, heads=4, mlp_ratio=2.0, output_dim=16)
+
+
+def load_visual(model: str, pretrained: str | None) -> nn.Module:
+    import open_clip
+
+    if pretrained and pretrained.startswith(("/", ".", "~")) and not Path(pretrained).expanduser().is_file():
+        raise ModelNotFoundError(f"{pretrained}: open_clip checkpoint file does not exist")
+    try:
+        clip = open_clip.create_model(model, pretrained=pretrained)
+    except RuntimeError as e:
+        raise ModelNotFoundError(
+            f"cannot load open_clip {model} with pretrained={pretrained!r}: {str(e).splitlines()[0]}\n"
+            f"Download the weights on a machine with internet access (e.g. open_clip.create_model('{model}', "
+            f"pretrained='openai') caches them under ~/.cache/huggingface, or fetch the checkpoint file), copy "
+            "them here and set `pretrained:` to the checkpoint file's path."
+        ) from None
+    return clip.visual
+
+
+class DenseCLIP(nn.Module):
+    """Args:
+        model: "tiny" or an open_clip architecture (e.g. "ViT-B-16").
+        pretrained: open_clip tag ("openai") or a checkpoint path; None for tiny.
+        image_size: input side; default 448 (real) / 64 (tiny).
+        layer: transformer block whose output tokens are used (-1 = last; ln_post and the
+            projection are applied only for the last block).
+        maskclip: take the value embedding of that block's attention (MaskCLIP) instead of
+            its full output; better localised features for dense matching.
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        pretrained: str | None = None,
+        image_size: int | None = None,
+        layer: int = -1,
+        maskclip: bool = False,
+    ) -> None:
+        super().__init__()
+        self.random_weights = model == "tiny"
+        self.visual = tiny_visual() if model == "tiny" else load_visual(model, pretrained)
+        self.visual.eval().requires_grad_(False)
+        self.patch = int(self.visual.conv1.kernel_size[0])
+        self.image_size = image_size or (64 if model == "tiny" else 448)
+        if self.image_size % self.patch:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of the patch size {self.patch}")
+        n_blocks = len(self.visual.transformer.resblocks)
+        self.layer = layer % n_blocks
+        self.maskclip = maskclip
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    def positional(self, g: int) -> torch.Tensor:
+        pos = self.visual.positional_embedding
+        cls, grid = pos[:1], pos[1:]
+        old = math.isqrt(grid.shape[0])
+        if old != g:
+            grid = grid.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False)
+            grid = grid.permute(0, 2, 3, 1).reshape(g * g, -1)
+        return torch.cat([cls, grid])
+
+    @torch.no_grad()
+    def features(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """[B, g, g, D] L2-normalised patch features of uint8 [H, W, 3] images."""
+        s = self.image_size
+        batch = np.stack([cv2.resize(im.cpu().numpy(), (s, s), interpolation=cv2.INTER_AREA) for im in images])
+        device = self.mean.device
+        x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float() / 255.0
+        x = (x - self.mean) / self.std
+        v = self.visual
+        x = v.conv1(x.to(v.conv1.weight.dtype))
+        b, _, g, _ = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([v.class_embedding.to(x.dtype).expand(b, 1, -1), x], dim=1) + self.positional(g).to(x.dtype)
+        x = v.ln_pre(v.patch_dropout(x))
+        blocks = v.transformer.resblocks
+        for block in blocks[: self.layer]:
+            x = block(x)
+        block = blocks[self.layer]
+        if self.maskclip:
+            attn = block.attn
+            d = attn.embed_dim
+            x = attn.out_proj(F.linear(block.ln_1(x), attn.in_proj_weight[2 * d :], attn.in_proj_bias[2 * d :]))
+        else:
+            x = block(x)
+        if self.layer == len(blocks) - 1:
+            x = v.ln_post(x)
+            if v.proj is not None:
+                x = x @ v.proj
+        x = x[:, 1:]
+        return F.normalize(x.float(), dim=-1).reshape(b, g, g, -1)

@@ -1,0 +1,107 @@
+"""G4Seg's refiner: Semantic Correspondence Alignment (SCA) + Confidence Filtering (CF).
+
+For each class c of a sample, the generated image (made with c's coarse mask injected)
+shows where the diffusion model "thinks" the object is. Each generated pixel j finds its
+most similar original pixel d_j by cosine similarity of dense CLIP features, and
+
+    S*_c[j] = beta * S_c[j] + (1 - beta) * S_c[d_j]      only where S_c[j] in [low, high]
+
+All other pixels, and every non-class channel, are returned unchanged (bit-identical).
+
+Matching runs on the feature grid (g x g cells, so memory is g^2 x g^2, not pixels^2).
+Back at pixel level, each pixel takes the displacement of its cell: pixel p in cell j
+reads S at p + (centre(d_j) - centre(j)), rounded and clamped to the image. This keeps
+the coarse map's full-resolution detail and moves it by whole-cell offsets.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from g4seg.interfaces import Refiner
+from g4seg.models.clip import DenseCLIP
+from g4seg.types import ClassProbs, Generated, Sample
+
+PRESET_BETA = {"open_vocabulary": 0.8, "wsss": 0.9}
+
+
+def match_cells(generated: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """For every generated cell, the index of the most similar original cell: [g*g]."""
+    g = generated.reshape(-1, generated.shape[-1])
+    o = original.reshape(-1, original.shape[-1])
+    return (g @ o.T).argmax(dim=1)
+
+
+def source_pixels(match: torch.Tensor, grid: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) [H, W] of the original pixel each pixel reads, from cell displacements."""
+    ys = torch.arange(height)
+    xs = torch.arange(width)
+    cy = (ys * grid) // height  # cell row of each pixel row
+    cx = (xs * grid) // width
+    cell = cy[:, None] * grid + cx[None, :]
+    target = match[cell]
+    dy = (target // grid - cy[:, None]).double() * (height / grid)
+    dx = (target % grid - cx[None, :]).double() * (width / grid)
+    rows = (ys[:, None] + dy).round().long().clamp(0, height - 1)
+    cols = (xs[None, :] + dx).round().long().clamp(0, width - 1)
+    return rows, cols
+
+
+def sca_update(s: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, beta: float, low: float, high: float) -> torch.Tensor:
+    updated = beta * s + (1.0 - beta) * s[rows, cols]
+    return torch.where((s >= low) & (s <= high), updated, s)
+
+
+class Correspondence(Refiner):
+    """SCA + CF with dense CLIP features.
+
+    Args:
+        clip: "tiny" (random ViT) or an open_clip architecture, e.g. "ViT-B-16".
+        pretrained: open_clip tag or checkpoint path for a real model.
+        image_size, layer, maskclip: see `DenseCLIP`.
+        beta: weight of the pixel's own probability; 0.8 open-vocabulary, 0.9 WSSS.
+        preset: "open_vocabulary" or "wsss" to set beta by name (overrides `beta`).
+        conf_range: (low, high) probabilities that may change; (1, 0) disables CF updates.
+    """
+
+    needs_generated = True
+
+    def __init__(
+        self,
+        clip: str = "tiny",
+        pretrained: str | None = None,
+        image_size: int | None = None,
+        layer: int = -1,
+        maskclip: bool = False,
+        beta: float = 0.8,
+        preset: str | None = None,
+        conf_range: tuple[float, float] = (0.2, 0.6),
+    ) -> None:
+        super().__init__()
+        if preset is not None:
+            if preset not in PRESET_BETA:
+                raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESET_BETA)}")
+            beta = PRESET_BETA[preset]
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must lie in [0, 1], got {beta}")
+        self.encoder = DenseCLIP(clip, pretrained, image_size, layer, maskclip)
+        self.random_weights = self.encoder.random_weights
+        self.beta = beta
+        self.low, self.high = float(conf_range[0]), float(conf_range[1])
+        self.original_featurized = 0  # how many original images went through CLIP (once per image)
+
+    def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs:
+        if generated is None:
+            raise ValueError("Correspondence needs generated images: give its strategy an injector")
+        fg = probs.foreground()
+        if not fg or self.beta == 1.0 or self.low > self.high:
+            return probs
+        images = [sample.image] + [generated.image_for(c) for _, c in fg]
+        feats = self.encoder.features(images).cpu()  # original and every class's image, one forward
+        self.original_featurized += 1
+        h, w = probs.size
+        out = probs.probs.clone()
+        for (k, _), gen in zip(fg, feats[1:]):
+            rows, cols = source_pixels(match_cells(gen, feats[0]), self.encoder.grid, h, w)
+            out[k] = sca_update(probs.probs[k], rows, cols, self.beta, self.low, self.high)
+        return probs.with_probs(out)

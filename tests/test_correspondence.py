@@ -1,0 +1,131 @@
+"""SCA + CF: the correspondence, the update formula and confidence filtering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from g4seg.models.clip import DenseCLIP
+from g4seg.types import ClassProbs, Generated, Sample
+from strategies.refiners import Correspondence
+from strategies.refiners.correspondence import match_cells
+
+G, CELL, D = 8, 5, 16  # 8x8 feature grid, 5 px cells: a 40x40 image
+H = W = G * CELL
+
+
+def make_sample(rng, n_classes=2):
+    image = torch.from_numpy(rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    fg = rng.uniform(0, 1, (n_classes, H, W)).astype(np.float32)
+    bg = np.clip(1 - fg.max(0, keepdims=True), 0, 1)
+    probs = ClassProbs(torch.arange(n_classes + 1), torch.from_numpy(np.concatenate([bg, fg])))
+    sample = Sample("s", image, torch.zeros(H, W, dtype=torch.long), ["bg", "a", "b"][: n_classes + 1], probs)
+    generated = Generated("s", list(range(1, n_classes + 1)), image[None].repeat(n_classes, 1, 1, 1))
+    return sample, probs, generated
+
+
+def shifted_features(rng, shifts):
+    """Original features and, per class, the original rolled right by k cells."""
+    orig = rng.standard_normal((G, G, D)).astype(np.float32)
+    orig /= np.linalg.norm(orig, axis=-1, keepdims=True)
+    gens = [np.roll(orig, k, axis=1) for k in shifts]
+    return torch.from_numpy(np.stack([orig, *gens]))
+
+
+def numpy_reference(s, k, beta, low, high):
+    """Pixel (y, x) sits in cell (y//5, x//5); generated cell (cy, cx) matches original
+    (cy, (cx - k) mod G), so the pixel reads S at x + ((cx - k) mod G - cx) * 5."""
+    out = s.copy()
+    for y in range(H):
+        for x in range(W):
+            cx = x // CELL
+            src = min(max(x + (((cx - k) % G) - cx) * CELL, 0), W - 1)
+            if low <= s[y, x] <= high:
+                out[y, x] = beta * s[y, x] + (1 - beta) * s[y, src]
+    return out
+
+
+@pytest.fixture
+def refiner(monkeypatch):
+    ref = Correspondence(beta=0.8, conf_range=(0.2, 0.6))
+    monkeypatch.setattr(ref.encoder, "image_size", G * ref.encoder.patch)  # grid G
+    return ref
+
+
+def test_shift_is_recovered_and_update_matches_numpy(refiner, monkeypatch):
+    rng = np.random.default_rng(0)
+    sample, probs, generated = make_sample(rng)
+    feats = shifted_features(rng, shifts=[2, 3])
+    calls = []
+    monkeypatch.setattr(refiner.encoder, "features", lambda images: calls.append(len(images)) or feats)
+
+    expected_match = torch.tensor([[cy * G + (cx - 2) % G for cx in range(G)] for cy in range(G)]).flatten()
+    assert torch.equal(match_cells(feats[1], feats[0]), expected_match)
+
+    out = refiner.refine(sample, probs, generated)
+    assert calls == [3], "original + both classes' images in one forward"
+    for k, shift in ((1, 2), (2, 3)):
+        ref = numpy_reference(probs.probs[k].numpy(), shift, 0.8, 0.2, 0.6)
+        np.testing.assert_allclose(out.probs[k].numpy(), ref, rtol=0, atol=1e-6)
+    assert torch.equal(out.probs[0], probs.probs[0]), "background channel is untouched"
+
+
+def test_out_of_range_pixels_are_bit_identical(refiner, monkeypatch):
+    rng = np.random.default_rng(1)
+    sample, probs, generated = make_sample(rng)
+    monkeypatch.setattr(refiner.encoder, "features", lambda images: shifted_features(rng, [1, 4]))
+    out = refiner.refine(sample, probs, generated)
+    s, r = probs.probs[1:], out.probs[1:]
+    outside = (s < 0.2) | (s > 0.6)
+    assert outside.any() and (~outside).any()
+    assert torch.equal(r[outside], s[outside])
+    assert (r[~outside] != s[~outside]).any(), "in-range pixels with a different source must move"
+
+
+def test_beta_one_or_empty_range_returns_input(monkeypatch):
+    rng = np.random.default_rng(2)
+    sample, probs, generated = make_sample(rng)
+    for ref in (Correspondence(beta=1.0), Correspondence(conf_range=(0.7, 0.3))):
+        out = ref.refine(sample, probs, generated)
+        assert torch.equal(out.probs, probs.probs)
+
+
+def test_presets_and_errors():
+    assert Correspondence(preset="wsss").beta == 0.9
+    assert Correspondence(preset="open_vocabulary").beta == 0.8
+    with pytest.raises(ValueError, match="unknown preset"):
+        Correspondence(preset="fast")
+    rng = np.random.default_rng(3)
+    sample, probs, _ = make_sample(rng)
+    with pytest.raises(ValueError, match="needs generated images"):
+        Correspondence().refine(sample, probs, None)
+
+
+def test_original_features_once_per_image_on_real_pipeline(demo_root):
+    from datamodules import VOCFolderDataModule
+    from g4seg.module import G4SegModule, StrategySpec
+    from strategies.injectors import AttentionInjection
+
+    dm = VOCFolderDataModule(str(demo_root), limit=2)
+    dm.setup()
+    ref = Correspondence()
+    calls = []
+    real = ref.encoder.features
+    ref.encoder.features = lambda images: calls.append(len(images)) or real(images)
+    module = G4SegModule([StrategySpec("g4seg", [ref], "emi")], {"emi": AttentionInjection()}, dm.class_names)
+    results = module.predict_step([dm.dataset[0], dm.dataset[1]])
+    n_classes = [len(s.coarse.foreground()) for s in (dm.dataset[0], dm.dataset[1])]
+    assert calls == [1 + n for n in n_classes]  # one forward per image: its original + every class
+    assert ref.original_featurized == 2
+    assert results[0].random_weights == ["g4seg"]
+
+
+def test_dense_clip_grid_and_maskclip():
+    enc = DenseCLIP(image_size=96)
+    img = torch.randint(0, 255, (50, 70, 3), dtype=torch.uint8)
+    f = enc.features([img, img])
+    assert f.shape == (2, 12, 12, 16)
+    assert torch.allclose(f.norm(dim=-1), torch.ones(2, 12, 12), atol=1e-5)
+    g = DenseCLIP(image_size=96, maskclip=True).features([img])
+    assert g.shape == (1, 12, 12, 16) and not torch.allclose(g[0], f[0])
