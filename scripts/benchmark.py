@@ -1,0 +1,159 @@
+"""Generation benchmark: seconds per image per injector, batched classes vs a per-class
+loop, and the harness' overhead over the bare model calls.
+
+    python scripts/benchmark.py                      # tiny models, CPU, bundled images
+    python scripts/benchmark.py --size sd21 --device cuda --dtype fp16   # real-size shapes, random weights
+
+It measures; it asserts nothing. Each figure is the median of --repeats runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from datamodules import VOCFolderDataModule  # noqa: E402
+from g4seg.types import ClassProbs, Sample  # noqa: E402
+from strategies.injectors import AttentionInjection, ControlNetInjection, NoInjection  # noqa: E402
+from strategies.injectors.generation import DiffusionInjector  # noqa: E402
+
+THREE_CLASSES = "2007_004537"  # cow, horse, person
+
+
+def sd21_models(controlnet: bool):
+    """SD 2.1-shaped (865M UNet, OpenCLIP-H text encoder) models with random weights."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from g4seg.models.diffusion import DiffusionModels, clip_tokenizer
+
+    unet = UNet2DConditionModel(
+        sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+        block_out_channels=(320, 640, 1280, 1280),
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512,
+    )  # fmt: skip
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096,
+                                        num_attention_heads=16, num_hidden_layers=23, projection_dim=1024,
+                                        hidden_act="gelu"))  # fmt: skip
+    cn = ControlNetModel.from_unet(unet) if controlnet else None
+    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          prediction_type="v_prediction")  # fmt: skip
+    return DiffusionModels(vae, unet, text, clip_tokenizer(), sched, cn, random_weights=True, default_resolution=512,
+                           name="sd21-shaped")  # fmt: skip
+
+
+def build(kind: str, size: str, device: str, dtype: torch.dtype) -> DiffusionInjector:
+    cls = {"none": NoInjection, "emi": AttentionInjection, "emi-dd": AttentionInjection,
+           "controlnet": ControlNetInjection}[kind]  # fmt: skip
+    kwargs = {"mode": "densediffusion"} if kind == "emi-dd" else {}
+    if size == "tiny":
+        inj = cls(**kwargs)
+    else:
+        import g4seg.models.diffusion as diffusion
+
+        original = diffusion.load_diffusion
+        models = sd21_models(kind == "controlnet")
+        import strategies.injectors.generation as generation
+
+        generation.load_diffusion = lambda *a, **k: models
+        try:
+            inj = cls(**kwargs, **({"controlnet": "sd21-shaped"} if kind == "controlnet" else {}))
+        finally:
+            generation.load_diffusion = original
+    return inj.to(device=device, dtype=dtype)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def one_class(sample: Sample, k: int) -> Sample:
+    """The sample with only foreground channel k (and background): a per-class job."""
+    keep = [0, k]
+    coarse = ClassProbs(sample.coarse.class_ids[keep], sample.coarse.probs[keep])
+    return Sample(sample.id, sample.image, sample.gt, sample.class_names, coarse)
+
+
+def bare_calls(inj: DiffusionInjector, samples: list[Sample]):
+    """The model calls alone, on tensors prepared beforehand: the floor for the harness."""
+    jobs = inj.make_jobs(samples)
+    device = inj.device
+    r = inj.resolution
+    x = torch.randn(len(samples), 3, r, r, device=device, dtype=inj.vae.dtype)
+    idx = torch.tensor(jobs.sample_index, device=device)
+    tok = inj.models_info.tokenizer
+    ids = tok(jobs.prompts, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    ids = ids.to(device)
+    t = torch.full((len(jobs),), inj.timestep, device=device)
+
+    @torch.no_grad()
+    def run():
+        lat = inj.vae.encode(x).latent_dist.mean[idx]
+        text = inj.text_encoder(ids)[0]
+        kwargs = inj.unet_inputs(jobs, lat, t, text)
+        with inj.injection(jobs):
+            out = inj.unet(lat, t, encoder_hidden_states=text, **kwargs).sample
+        inj.vae.decode(out)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=["tiny", "sd21"], default="tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--images", type=int, default=4, help="images per batch for s/image")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
+    args = parser.parse_args()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+
+    dm = VOCFolderDataModule(args.root)
+    dm.setup()
+    samples = [dm.dataset[i] for i in range(min(args.images, len(dm.dataset)))]
+    three = dm.dataset[dm.dataset.ids.index(THREE_CLASSES)]
+    n_jobs = sum(len(s.coarse.foreground()) for s in samples)
+    print(f"device {args.device}, {args.dtype}, {args.size} models, threads {torch.get_num_threads()}; "
+          f"{len(samples)} images / {n_jobs} classes per batch")  # fmt: skip
+
+    print(f"\n{'injector':<12} {'s/image':>9} {'batched 3 cls':>14} {'loop 3 cls':>11} {'speed-up':>9} "
+          f"{'bare calls':>11} {'overhead':>9}")  # fmt: skip
+    for kind in ("none", "emi", "emi-dd", "controlnet"):
+        inj = build(kind, args.size, args.device, dtype)
+        per_image = timed(lambda: inj.generate(samples), args.device, args.repeats) / len(samples)
+        batched = timed(lambda: inj.generate([three]), args.device, args.repeats)
+        singles = [one_class(three, k) for k, _ in three.coarse.foreground()]
+        loop = timed(lambda: [inj.generate([s]) for s in singles], args.device, args.repeats)
+        bare = timed(bare_calls(inj, samples), args.device, args.repeats) / len(samples)
+        print(f"{kind:<12} {per_image:>9.4f} {batched:>14.4f} {loop:>11.4f} {loop / batched:>8.2f}x "
+              f"{bare:>11.4f} {100 * (per_image - bare) / bare:>8.1f}%")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
