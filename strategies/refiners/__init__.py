@@ -1,7 +1,8 @@
 """Refiners: each turns class probabilities into refined ones."""
 
+from .cascadepsp import CascadePSP
 from .correspondence import Correspondence
 from .densecrf import DenseCRF
 from .identity import Identity
 
-__all__ = ["Correspondence", "DenseCRF", "Identity"]
+__all__ = ["CascadePSP", "Correspondence", "DenseCRF", "Identity"]
