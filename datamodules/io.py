@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from g4seg.errors import DataError
 
-class DataError(ValueError):
-    """Bad input data; the message names the file and what is wrong with it."""
+__all__ = ["DataError", "check_size", "read_image", "read_label_map", "read_probabilities"]
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -13,6 +13,7 @@ import warnings
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from .errors import USER_ERRORS
 from .module import G4SegModule
 from .writer import ResultWriter
 
@@ -54,13 +55,17 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] == "report":
         return report_main(args[1:])
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
-    G4SegCLI(
-        G4SegModule,
-        subclass_mode_data=True,
-        save_config_callback=None,
-        args=argv,  # None: LightningCLI reads sys.argv itself
-        seed_everything_default=0,
-    )
+    try:
+        G4SegCLI(
+            G4SegModule,
+            subclass_mode_data=True,
+            save_config_callback=None,
+            args=argv,  # None: LightningCLI reads sys.argv itself
+            seed_everything_default=0,
+        )
+    except USER_ERRORS as e:
+        print(f"g4seg: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .interfaces import Chain, Injector, Refiner
 from .metrics import DEFAULT_EDGES, StrategyMetrics, initial_ious, pixel_counts
 from .types import BASELINE, IGNORE_INDEX, Generated, Sample, SampleResult, Skipped
@@ -69,17 +70,17 @@ class G4SegModule(L.LightningModule):
 
     def _check_specs(self) -> None:
         if not self.specs:
-            raise ValueError("configure at least one strategy (model.strategies)")
+            raise ConfigError("configure at least one strategy (model.strategies)")
         names = [s.name for s in self.specs]
         if len(set(names)) != len(names) or BASELINE in names:
-            raise ValueError(f"strategy names must be unique and not {BASELINE!r}: {names}")
+            raise ConfigError(f"strategy names must be unique and not {BASELINE!r}: {names}")
         for s in self.specs:
             if not s.refiners:
-                raise ValueError(f"strategy {s.name!r} has no refiners (use Identity for a pass-through)")
+                raise ConfigError(f"strategy {s.name!r} has no refiners (use Identity for a pass-through)")
             if s.injector is not None and s.injector not in self.injectors:
-                raise ValueError(f"strategy {s.name!r} names injector {s.injector!r}; known: {sorted(self.injectors)}")
+                raise ConfigError(f"strategy {s.name!r} names injector {s.injector!r}; known: {sorted(self.injectors)}")
             if s.injector is None and any(r.needs_generated for r in s.refiners):
-                raise ValueError(f"strategy {s.name!r} has a refiner that needs generated images but no injector")
+                raise ConfigError(f"strategy {s.name!r} has a refiner that needs generated images but no injector")
 
     def setup(self, stage: str) -> None:
         if self.class_names is None:

@@ -139,3 +139,16 @@ def test_synthetic_degradation_is_deterministic_and_in_range(real_voc):
 def test_fill_ignored_takes_nearest_label():
     gt = np.array([[1, 255, 255, 2]])
     assert fill_ignored(gt).tolist() == [[1, 1, 2, 2]]
+
+
+def test_config_errors_are_clear():
+    from g4seg.errors import ConfigError
+    from g4seg.module import G4SegModule, StrategySpec
+    from strategies.refiners import Correspondence, Identity
+
+    with pytest.raises(ConfigError, match="names injector 'emi'"):
+        G4SegModule([StrategySpec("x", [Identity()], "emi")])
+    with pytest.raises(ConfigError, match="needs generated images but no injector"):
+        G4SegModule([StrategySpec("x", [Correspondence()])])
+    with pytest.raises(ConfigError, match="must be unique and not 'baseline'"):
+        G4SegModule([StrategySpec("baseline", [Identity()])])

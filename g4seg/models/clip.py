@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import ModelNotFoundError
+from ..errors import ModelNotFoundError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -31,19 +31,26 @@ def tiny_visual(seed: int = 0) -> nn.Module:
         return VisionTransformer(image_size=64, patch_size=8, width=32, layers=2, heads=4, mlp_ratio=2.0, output_dim=16)
 
 
+CLIP_HINT = (
+    "Download the weights on a machine with internet access, e.g.\n"
+    "  python -c \"import open_clip; open_clip.create_model('{model}', pretrained='openai', cache_dir='clip')\"\n"
+    "copy the checkpoint file from ./clip here and set `pretrained:` to its path."
+)
+
+
 def load_visual(model: str, pretrained: str | None) -> nn.Module:
     import open_clip
 
     if pretrained and pretrained.startswith(("/", ".", "~")) and not Path(pretrained).expanduser().is_file():
-        raise ModelNotFoundError(f"{pretrained}: open_clip checkpoint file does not exist")
+        raise ModelNotFoundError(
+            f"{pretrained}: open_clip checkpoint file does not exist.\n" + CLIP_HINT.format(model=model)
+        )
     try:
         clip = open_clip.create_model(model, pretrained=pretrained)
     except RuntimeError as e:
         raise ModelNotFoundError(
             f"cannot load open_clip {model} with pretrained={pretrained!r}: {str(e).splitlines()[0]}\n"
-            f"Download the weights on a machine with internet access (e.g. open_clip.create_model('{model}', "
-            f"pretrained='openai') caches them under ~/.cache/huggingface, or fetch the checkpoint file), copy "
-            "them here and set `pretrained:` to the checkpoint file's path."
+            + CLIP_HINT.format(model=model)
         ) from None
     return clip.visual
 

@@ -17,10 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model that must be downloaded by hand on a machine with internet access."""
-
+from ..errors import ModelNotFoundError
 
 DOWNLOAD_HINT = (
     "Download it on a machine with internet access, e.g.\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from g4seg.interfaces import Refiner
-from g4seg.models.diffusion import ModelNotFoundError
+from g4seg.errors import ModelNotFoundError
 from g4seg.types import ClassProbs, Generated, Sample
 
 from .inference import refine_masks
