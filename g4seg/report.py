@@ -77,7 +77,8 @@ def plot_strata(metrics: dict, path: Path) -> None:
         m = metrics["strategies"][name]
         gains = [m["gain"]] + [s["gain"] for s in m["strata"]]
         gains = [0.0 if g is None or math.isnan(g) else g for g in gains]
-        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, gains, width, label=name)
+        label = f"{name} (random weights)" if name in metrics.get("random_weights", []) else name
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, gains, width, label=label)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, labels)

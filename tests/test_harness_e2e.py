@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT, read_metrics, run_cli
 
-DEMO_ARGS = ["predict", "--config", "configs/demo.yaml"]
+DEMO_ARGS = ["predict", "--config", "configs/densecrf.yaml"]
 SEVEN = [*DEMO_ARGS, "--data.init_args.limit", "7", "--data.init_args.batch_size", "1"]
 
 
