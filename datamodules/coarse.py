@@ -138,7 +138,7 @@ class SyntheticDegradation(CoarseSource):
     def degrade_class(self, sample_id: str, class_id: int, mask: np.ndarray, gt: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(stable_seed(self.seed, sample_id, class_id))
         target = rng.uniform(*self.iou_range) / 100.0
-        fields = _Fields.draw(rng, mask)
+        fields = DegradationFields.draw(rng, mask)
         scored = gt != IGNORE_INDEX
         truth = (gt == class_id) & scored
 
@@ -170,7 +170,7 @@ def fill_ignored(gt: np.ndarray) -> np.ndarray:
     return gt[iy, ix]
 
 
-class _Fields:
+class DegradationFields:
     """The random parts of one degradation, scaled by a single strength."""
 
     def __init__(self, dx, dy, sign, blobs, scale, distance):
@@ -178,7 +178,7 @@ class _Fields:
         self.distance = distance  # to the mask (outside) or to its border (inside): morphology as a threshold
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, mask: np.ndarray) -> _Fields:
+    def draw(cls, rng: np.random.Generator, mask: np.ndarray) -> DegradationFields:
         h, w = mask.shape
         scale = max(4.0, float(np.sqrt(mask.sum())))  # object size in pixels
         smooth = max(3.0, 0.15 * scale)

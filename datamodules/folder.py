@@ -17,6 +17,14 @@ from .io import DataError, read_image, read_label_map
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def find_image(image_dir: Path, sample_id: str) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        path = image_dir / f"{sample_id}{suffix}"
+        if path.exists():
+            return path
+    raise DataError(f"{image_dir}: no image for sample {sample_id!r} (tried {', '.join(IMAGE_SUFFIXES)})")
+
+
 class FolderDataset(Dataset):
     """Samples of a VOC-layout folder; yields `Skipped` for ids finished in an earlier run."""
 
@@ -37,18 +45,11 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def image_path(self, sample_id: str) -> Path:
-        for suffix in IMAGE_SUFFIXES:
-            path = self.image_dir / f"{sample_id}{suffix}"
-            if path.exists():
-                return path
-        raise DataError(f"{self.image_dir}: no image for sample {sample_id!r} (tried {', '.join(IMAGE_SUFFIXES)})")
-
     def __getitem__(self, index: int) -> Sample | Skipped:
         sample_id = self.ids[index]
         if sample_id in self.done_ids:
             return Skipped(sample_id)
-        image = read_image(self.image_path(sample_id))
+        image = read_image(find_image(self.image_dir, sample_id))
         gt = read_label_map(self.gt_dir / f"{sample_id}.png", len(self.class_names), image.shape[:2], "ground truth")
         coarse = self.coarse.make(sample_id, image, gt, len(self.class_names))
         return Sample(

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from datamodules.classes import prompt_name
 from datamodules.coarse import stable_seed
 from g4seg.interfaces import Injector
-from g4seg.models.diffusion import DiffusionModels, load_diffusion
+from g4seg.models.diffusion import load_diffusion
 from g4seg.types import Generated, Sample
 
 

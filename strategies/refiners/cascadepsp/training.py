@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.classes import resolve_classes
-from datamodules.coarse import _Fields, fill_ignored, stable_seed
-from datamodules.io import read_image, read_label_map
+from datamodules.coarse import DegradationFields, fill_ignored, stable_seed
+from datamodules.folder import find_image
+from datamodules.io import DataError, read_image, read_label_map
 from g4seg.types import IGNORE_INDEX
 
 from .network import RefinementNetwork, load_official
@@ -74,20 +75,20 @@ class PerturbedCrops(Dataset):
         self.root, self.crop, self.seed, self.repeats = Path(root), crop, seed, repeats
         names = resolve_classes(classes)
         self.items = []
-        for gt_path in sorted((self.root / "SegmentationClass").glob("*.png")):
-            gt = read_label_map(gt_path, len(names), image_shape(self.root, gt_path.stem), "ground truth")
-            self.items += [(gt_path.stem, int(c)) for c in np.unique(gt) if c not in (0, IGNORE_INDEX)]
-        if not self.items:
-            raise ValueError(f"{self.root}: no foreground objects to train on")
         self.num_classes = len(names)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for gt_path in sorted((self.root / "SegmentationClass").glob("*.png")):
+            _, gt = self.load(gt_path.stem)
+            self.items += [(gt_path.stem, int(c)) for c in np.unique(gt) if c not in (0, IGNORE_INDEX)]
+        if not self.items:
+            raise DataError(f"{self.root}: no foreground objects to train on")
 
     def __len__(self) -> int:
         return len(self.items) * self.repeats
 
     def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
         if sample_id not in self._cache:
-            image = read_image(image_path(self.root, sample_id))
+            image = read_image(find_image(self.root / "JPEGImages", sample_id))
             gt = read_label_map(self.root / "SegmentationClass" / f"{sample_id}.png", self.num_classes,
                                 image.shape[:2], "ground truth")  # fmt: skip
             self._cache[sample_id] = (image, fill_ignored(gt))
@@ -98,7 +99,7 @@ class PerturbedCrops(Dataset):
         rng = np.random.default_rng(stable_seed(self.seed, sample_id, class_id, index // len(self.items)))
         image, gt = self.load(sample_id)
         mask = gt == class_id
-        coarse = _Fields.draw(rng, mask).apply(mask, float(rng.uniform(0.2, 1.5)), ("boundary", "morph", "blobs"))
+        coarse = DegradationFields.draw(rng, mask).apply(mask, float(rng.uniform(0.2, 1.5)), ("boundary", "morph", "blobs"))
         h, w = mask.shape
         scale = self.crop / min(h, w) * rng.uniform(1.0, 1.5)
         size = (max(self.crop, round(w * scale)), max(self.crop, round(h * scale)))
@@ -116,21 +117,6 @@ class PerturbedCrops(Dataset):
             torch.from_numpy(coarse[window].astype(np.float32)[None] * 2 - 1),
             torch.from_numpy(mask[window].astype(np.float32)[None]),
         )
-
-
-def image_path(root: Path, sample_id: str) -> Path:
-    for suffix in (".jpg", ".jpeg", ".png"):
-        p = root / "JPEGImages" / f"{sample_id}{suffix}"
-        if p.exists():
-            return p
-    raise FileNotFoundError(f"{root / 'JPEGImages'}: no image for {sample_id!r}")
-
-
-def image_shape(root: Path, sample_id: str) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(image_path(root, sample_id)) as im:
-        return im.height, im.width
 
 
 class CascadePSPTraining(L.LightningModule):
