@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     p.add_argument("--tiny", action="store_true", help="base 8, layers 1,1,1,1 (tests, CPU)")
     p.add_argument("--init", help="official checkpoint to fine-tune from")
     p.add_argument("--crop", type=int, default=224)
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--batch_size", type=int, default=12)
     p.add_argument("--lr", type=float, default=2.25e-4)
     p.add_argument("--max_steps", type=int, default=45000)
     p.add_argument("--accelerator", default="auto")

@@ -124,10 +124,12 @@ class CascadePSPTraining(L.LightningModule):
         base, layers: network size (64, (3, 4, 6, 3) = official; 8, (1, 1, 1, 1) = tiny).
         init: optional official checkpoint to fine-tune from.
         lr, weight_decay: Adam (official 2.25e-4, 1e-4).
+        milestones, gamma: learning rate x gamma at these steps (official 22500, 37500; 0.1).
     """
 
     def __init__(self, base: int = 64, layers=(3, 4, 6, 3), init: str | None = None, lr: float = 2.25e-4,
-                 weight_decay: float = 1e-4, grad_weight: float = 5.0) -> None:  # fmt: skip
+                 weight_decay: float = 1e-4, grad_weight: float = 5.0, milestones=(22500, 37500),
+                 gamma: float = 0.1) -> None:  # fmt: skip
         super().__init__()
         self.save_hyperparameters()
         self.net = RefinementNetwork(base, tuple(layers))
@@ -142,7 +144,9 @@ class CascadePSPTraining(L.LightningModule):
         return parts["total"]
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.hparams.milestones), self.hparams.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = True) -> DataLoader:
