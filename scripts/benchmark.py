@@ -4,7 +4,8 @@ loop, and the harness' overhead over the bare model calls.
     python scripts/benchmark.py                      # tiny models, CPU, bundled images
     python scripts/benchmark.py --size sd21 --device cuda --dtype fp16   # real-size shapes, random weights
 
-It measures; it asserts nothing. Each figure is the median of --repeats runs after a warm-up.
+It measures; it asserts nothing. Each figure is the median of --repeats runs after a warm-up;
+the two sides of each comparison run interleaved, so machine drift cancels out of the ratio.
 """
 
 from __future__ import annotations
@@ -80,16 +81,20 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed(fns: list, device: str, repeats: int) -> list[float]:
+    """Median seconds of each function, run interleaved (a, b, a, b, ...) so that drift in
+    machine speed (shared cores, frequency) hits every variant alike."""
+    for fn in fns:
         fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def one_class(sample: Sample, k: int) -> Sample:
@@ -146,11 +151,12 @@ def main() -> None:
           f"{'bare calls':>11} {'overhead':>9}")  # fmt: skip
     for kind in ("none", "emi", "emi-dd", "controlnet"):
         inj = build(kind, args.size, args.device, dtype)
-        per_image = timed(lambda: inj.generate(samples), args.device, args.repeats) / len(samples)
-        batched = timed(lambda: inj.generate([three]), args.device, args.repeats)
+        per_image, bare = (t / len(samples) for t in timed(
+            [lambda: inj.generate(samples), bare_calls(inj, samples)], args.device, args.repeats))  # fmt: skip
         singles = [one_class(three, k) for k, _ in three.coarse.foreground()]
-        loop = timed(lambda: [inj.generate([s]) for s in singles], args.device, args.repeats)
-        bare = timed(bare_calls(inj, samples), args.device, args.repeats) / len(samples)
+        batched, loop = timed(
+            [lambda: inj.generate([three]), lambda: [inj.generate([s]) for s in singles]], args.device, args.repeats
+        )
         print(f"{kind:<12} {per_image:>9.4f} {batched:>14.4f} {loop:>11.4f} {loop / batched:>8.2f}x "
               f"{bare:>11.4f} {100 * (per_image - bare) / bare:>8.1f}%")  # fmt: skip
 

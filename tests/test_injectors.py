@@ -178,6 +178,11 @@ def test_densediffusion_mode_and_sdxl_run(samples):
     assert any(not torch.equal(dd[k], plain[k]) for k in plain)
     [gen] = AttentionInjection(model="tiny-sdxl").generate(samples[2:])
     assert gen.images.shape == (1, *samples[2].size, 3)
+    lcm = NoInjection(model="tiny-lcm")
+    assert lcm.models_info.is_lcm
+    low = images_of(lcm.generate(samples[2:]))
+    lcm.guidance = 2.0  # the guidance embedding must reach the UNet
+    assert any(not torch.equal(v, images_of(lcm.generate(samples[2:]))[k]) for k, v in low.items())
 
 
 def test_missing_model_says_what_to_download():

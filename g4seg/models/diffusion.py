@@ -66,7 +66,7 @@ def clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def tiny_models(seed: int = 0, controlnet: bool = False, sdxl: bool = False) -> DiffusionModels:
+def tiny_models(seed: int = 0, controlnet: bool = False, sdxl: bool = False, lcm: bool = False) -> DiffusionModels:
     """SD-shaped models with random weights: VAE with 8x downsampling, a two-level UNet with
     cross-attention at both levels, a 2-layer CLIP text encoder, optionally a ControlNet."""
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
@@ -97,6 +97,8 @@ def tiny_models(seed: int = 0, controlnet: bool = False, sdxl: bool = False) -> 
                 cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
                 projection_class_embeddings_input_dim=32 + 6 * 8,
             )  # fmt: skip
+        if lcm:  # LCM-distilled UNets take the guidance scale as an extra time embedding
+            unet_kwargs["time_cond_proj_dim"] = 32
         unet = UNet2DConditionModel(**unet_kwargs)
         cn = None
         if controlnet:
@@ -113,16 +115,16 @@ def tiny_models(seed: int = 0, controlnet: bool = False, sdxl: bool = False) -> 
     return DiffusionModels(
         vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tok, scheduler=scheduler, controlnet=cn,
         text_encoder_2=text_encoder_2, tokenizer_2=tok if sdxl else None, random_weights=True,
-        default_resolution=128, name="tiny-sdxl" if sdxl else "tiny",
+        default_resolution=128, name="tiny-sdxl" if sdxl else "tiny-lcm" if lcm else "tiny",
     )  # fmt: skip
 
 
 def load_diffusion(source: str, controlnet: str | None = None, config_key: str = "model") -> DiffusionModels:
-    """Models from "tiny", "tiny-sdxl", a local diffusers folder or a hub id (cache only when offline)."""
-    if source in ("tiny", "tiny-sdxl"):
+    """Models from "tiny", "tiny-sdxl", "tiny-lcm", a local diffusers folder or a hub id (cache only when offline)."""
+    if source in ("tiny", "tiny-sdxl", "tiny-lcm"):
         if controlnet not in (None, "tiny"):
             raise ValueError(f"tiny models take controlnet 'tiny' or none, got {controlnet!r}")
-        return tiny_models(controlnet=controlnet == "tiny", sdxl=source == "tiny-sdxl")
+        return tiny_models(controlnet=controlnet == "tiny", sdxl=source == "tiny-sdxl", lcm=source == "tiny-lcm")
     wanted = ((source, "stabilityai/stable-diffusion-2-1-base", config_key),
               (controlnet, "lllyasviel/control_v11p_sd15_seg", "controlnet"))  # fmt: skip
     missing = [

@@ -85,7 +85,7 @@ class DiffusionInjector(Injector):
     `unet_inputs`.
 
     Args:
-        model: "tiny" (random weights, offline), "tiny-sdxl", a local diffusers folder or a hub id.
+        model: "tiny" (random weights, offline), "tiny-sdxl", "tiny-lcm", a local diffusers folder or a hub id.
         resolution: generation size; default the model's (512 for SD, 128 for tiny).
         timestep: t_s of the one-step regeneration (of 1000).
         prompt: template with {} for the class name.
