@@ -39,13 +39,6 @@ class Refiner(nn.Module, ABC):
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs: ...
 
 
-class NoGeneration(Injector):
-    """For strategies whose refiners only look at the image (DenseCRF, CascadePSP)."""
-
-    def generate(self, samples: Sequence[Sample]) -> list[Generated]:
-        raise RuntimeError("NoGeneration makes no images; leave the strategy's injector empty instead")
-
-
 class Chain(Refiner):
     """Refiners run one after another, e.g. the paper's G4Seg then DenseCRF (Table XI)."""
 

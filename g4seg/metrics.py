@@ -166,7 +166,3 @@ class StrategyMetrics(nn.Module):
                 }
             out["strategies"][name] = entry
         return out
-
-    def reset(self) -> None:
-        for metric in [*self.sources.values(), self.samples]:
-            metric.reset()

@@ -103,9 +103,10 @@ def write_report(out_dir: Path, metrics: dict, seconds: dict[str, float] | None 
     if seconds:
         atomic_write_json(out_dir / "timings.json", {"seconds_per_image": seconds})
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows(metrics)[0]))
+    table_rows = rows(metrics)
+    writer = csv.DictWriter(buf, fieldnames=list(table_rows[0]))
     writer.writeheader()
-    writer.writerows(rows(metrics))
+    writer.writerows(table_rows)
     atomic_write_bytes(out_dir / "metrics.csv", buf.getvalue().encode())
     table = markdown(metrics, seconds)
     atomic_write_bytes(out_dir / "summary.md", table.encode())

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelNotFoundError
+from .diffusion import looks_local
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -41,7 +42,7 @@ CLIP_HINT = (
 def load_visual(model: str, pretrained: str | None) -> nn.Module:
     import open_clip
 
-    if pretrained and pretrained.startswith(("/", ".", "~")) and not Path(pretrained).expanduser().is_file():
+    if pretrained and looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
         raise ModelNotFoundError(
             f"{pretrained}: open_clip checkpoint file does not exist.\n" + CLIP_HINT.format(model=model)
         )
