@@ -106,3 +106,84 @@ def test_training_lowers_the_loss_on_real_images(tmp_path, real_voc):
     assert result["after"] < result["before"]
     refiner = CascadePSP(weights=result["checkpoint"], base=8, layers=(1, 1, 1, 1), L=96)
     assert not refiner.random_weights
+
+
+# --- the official package (pip: segmentation-refinement) as the oracle ---------------------------
+
+def _official():
+    return pytest.importorskip("segmentation_refinement.eval_helper", reason="pip install segmentation-refinement")
+
+
+def _official_inputs(image: torch.Tensor, mask: torch.Tensor):
+    """Exactly what segmentation_refinement.main.Refiner.refine feeds its helpers."""
+    import numpy as np
+    from torchvision import transforms
+
+    im = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])(transforms.ToTensor()(image.numpy()))
+    seg = transforms.Normalize([0.5], [0.5])(transforms.ToTensor()((mask.numpy() > 0).astype(np.uint8) * 255))
+    return im[None], seg[None]
+
+
+def _balanced(net: RefinementNetwork, image: torch.Tensor, mask: torch.Tensor, L: int) -> RefinementNetwork:
+    """Random weights predict (almost) one class everywhere, and then the 0.1/0.9 rule skips
+    every crop; shift the final bias so about half the pixels are foreground."""
+    with torch.no_grad():
+        im, seg = _official_inputs(image, mask)
+        logits = inference.global_step(net, im, seg, L)["pred_224"].logit(eps=1e-6)
+        net.final_21.bias -= logits.median()
+    return net
+
+
+@pytest.fixture(scope="module")
+def real_pair(demo_root):
+    from datamodules.io import read_image, read_label_map
+
+    sid = "2007_000129"
+    image = torch.from_numpy(read_image(demo_root / "JPEGImages" / f"{sid}.jpg"))
+    gt = torch.from_numpy(read_label_map(demo_root / "SegmentationClass" / f"{sid}.png", 21, image.shape[:2]))
+    return image, gt
+
+
+def test_network_equals_official_refinement_module():
+    pspnet = pytest.importorskip("segmentation_refinement.models.psp.pspnet")
+    torch.manual_seed(0)
+    official = pspnet.RefinementModule().eval()
+    ours = RefinementNetwork().eval()
+    ours.load_state_dict(official.state_dict(), strict=True)
+    x, seg = torch.randn(1, 3, 64, 80), torch.rand(1, 1, 64, 80) * 2 - 1
+    with torch.no_grad():
+        a, b = official(x, seg), ours(x, seg)
+        for key in ("pred_224", "pred_28_3", "pred_56_2", "pred_28_2", "pred_56"):
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5)
+        # the local step's call: inter_s8 given, inter_s4 None
+        a, b = official(x, seg, seg * 0.5), ours(x, seg, seg * 0.5)
+        torch.testing.assert_close(b["pred_224"], a["pred_224"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("L,fast", [(96, False), (128, False), (96, True), (700, True)])
+def test_whole_procedure_equals_official_functions(real_pair, L, fast):
+    helper = _official()
+    image, gt = real_pair
+    mask = gt == int(torch.unique(gt[(gt != 0) & (gt != 255)])[0])
+    net = _balanced(tiny_network().eval(), image, mask, L)
+    im, seg = _official_inputs(image, mask)
+    with torch.no_grad():
+        want = (helper.process_im_single_pass if fast else helper.process_high_res_im)(net, im, seg, L)[0, 0]
+    got = refine_masks(net, image, mask[None], L=L, fast=fast)[0]
+    assert got.shape == want.shape
+    frac = float((want > 0.5).float().mean())
+    assert 0.05 < frac < 0.95, f"the local step was barely exercised ({frac:.2f} foreground)"
+    torch.testing.assert_close(got, want.clamp(0, 1), rtol=0, atol=1e-5)
+    iou = float(((got > 0.5) & (want > 0.5)).sum() / ((got > 0.5) | (want > 0.5)).sum())
+    print(f"L={L} fast={fast}: max |ours - official| = {float((got - want).abs().max()):.2e}, mask IoU {iou:.4f}")
+
+
+def test_local_step_runs_crops_and_decides_per_mask(real_pair):
+    """Two masks in one batch: each crop is run for the masks it suits, as two batches of one would."""
+    image, gt = real_pair
+    classes = [int(c) for c in torch.unique(gt) if int(c) not in (0, 255)]
+    masks = torch.stack([gt == c for c in classes] + [torch.ones_like(gt, dtype=torch.bool)])
+    net = _balanced(tiny_network().eval(), image, masks[0], 96)
+    together = refine_masks(net, image, masks, L=96)
+    alone = torch.stack([refine_masks(net, image, m[None], L=96)[0] for m in masks])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)

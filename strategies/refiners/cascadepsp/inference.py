@@ -1,10 +1,16 @@
 """CascadePSP inference: a global step on the whole image resized to max side L, then a
 local step on L x L crops at full resolution (skipped with `fast`).
 
-Follows the released procedure: inputs padded to a multiple of 8 (mask padding -1); crops
-with stride L/2 - 32 and 16 px of each inner border dropped; crops whose coarse foreground
-fraction is above 0.9 or below 0.1 are skipped; overlaps are averaged; pixels no crop
-covered keep the global result (binarised).
+Follows the released procedure (`segmentation_refinement/eval_helper.py` of the official
+package) step for step, and is tested against it on the same random weights:
+  * resizes by `scale_factor` (output sizes floored, source coordinates from the factor),
+    area for shrinking, bicubic (image) / bilinear (mask) for enlarging;
+  * inputs padded as `safe_forward` does (image 0, masks -1; see `padded_forward`);
+  * local step: crops of L with stride L/2 - 32; a crop runs only for masks whose binarised
+    global result covers between 10% and 90% of it (decided per mask); the global 1/4
+    prediction enters as `inter_s8` with `inter_s4=None`, so passes 2 and 3 run on every
+    crop; 16 px of each inner border dropped, overlaps averaged, uncovered pixels keep the
+    binarised global result.
 """
 
 from __future__ import annotations
@@ -17,20 +23,26 @@ import torch.nn.functional as F
 from .network import RefinementNetwork
 
 PAD = 16
+LOW, HIGH = 0.1, 0.9  # crops whose foreground fraction lies outside are not worth refining
 
 
 def resize_max_side(x: torch.Tensor, side: int, mode: str) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    size = (max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w))))
+    ratio = side / max(x.shape[-2:])
     kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(x, size=size, mode=mode, **kwargs)
+    return F.interpolate(x, scale_factor=ratio, mode=mode, **kwargs)
 
 
 def padded_forward(net: RefinementNetwork, image, seg, inter_s8=None, inter_s4=None) -> dict[str, torch.Tensor]:
-    """Pads to a multiple of 8 (image 0, masks -1) and crops the outputs back."""
+    """Pads (image 0, masks -1) and crops the outputs back.
+
+    As the official `safe_forward`: when either side is not a multiple of 8, *both* sides
+    grow to the next multiple of 8 strictly above them (a side of 128 becomes 136). The
+    padding changes what the PSP pooling sees, so it matters for the numbers.
+    """
     h, w = seg.shape[-2:]
-    ph, pw = -h % 8, -w % 8
-    if ph or pw:
+    ph = pw = 0
+    if h % 8 or w % 8:
+        ph, pw = (h // 8 + 1) * 8 - h, (w // 8 + 1) * 8 - w
         image = F.pad(image, (0, pw, 0, ph), value=0.0)
         seg, inter_s8, inter_s4 = (
             None if t is None else F.pad(t, (0, pw, 0, ph), value=-1.0) for t in (seg, inter_s8, inter_s4)
@@ -57,8 +69,11 @@ class Crop:
 
 
 def crop_grid(h: int, w: int, L: int) -> list[Crop]:
-    """L x L windows (clipped to the image) covering it with stride L/2 - 2*16."""
-    step = max(1, L // 2 - 2 * PAD)
+    """L x L windows (clipped to the image) covering it with stride L/2 - 2*16, in the
+    official order (columns outer, rows inner; a start seen before is not repeated)."""
+    step = L // 2 - 2 * PAD
+    if step <= 0:
+        raise ValueError(f"CascadePSP needs L > {4 * PAD} for its local step, got L={L}")
     crops, seen = [], set()
     for xi in range(w // step + 1):
         for yi in range(h // step + 1):
@@ -78,29 +93,30 @@ def crop_grid(h: int, w: int, L: int) -> list[Crop]:
 def local_step(
     net: RefinementNetwork, image: torch.Tensor, global_out: dict[str, torch.Tensor], L: int
 ) -> tuple[torch.Tensor, int]:
-    """Full-resolution refinement from the global result; returns it and the crops run."""
+    """Full-resolution refinement from the global result; returns it and the (crop, mask) passes run."""
     h, w = image.shape[-2:]
-    full_224 = (F.interpolate(global_out["pred_224"], size=(h, w), mode="bilinear", align_corners=False) > 0.5)
-    seg_224 = full_224.float() * 2 - 1
+    seg_224 = (F.interpolate(global_out["pred_224"], size=(h, w), mode="bilinear", align_corners=False) > 0.5)
+    seg_224 = seg_224.float() * 2 - 1
     seg_56 = F.interpolate(global_out["pred_56_2"], size=(h, w), mode="bilinear", align_corners=False) * 2 - 1
     total = torch.zeros_like(seg_224)
     weight = torch.zeros_like(seg_224)
     ran = 0
     for c in crop_grid(h, w, L):
         part = seg_224[..., c.y0 : c.y1, c.x0 : c.x1]
-        fraction = float((part > 0).float().mean())
-        if fraction > 0.9 or fraction < 0.1:
+        fraction = (part > 0).float().mean(dim=(1, 2, 3))  # per mask, as the official batch of one
+        keep = torch.nonzero((fraction <= HIGH) & (fraction >= LOW)).flatten()
+        if not len(keep):
             continue
-        pred = padded_forward(net, image[..., c.y0 : c.y1, c.x0 : c.x1], part, part,
-                              seg_56[..., c.y0 : c.y1, c.x0 : c.x1])["pred_224"]  # fmt: skip
-        ran += 1
+        pred = padded_forward(net, image[keep, :, c.y0 : c.y1, c.x0 : c.x1], part[keep],
+                              seg_56[keep, :, c.y0 : c.y1, c.x0 : c.x1])["pred_224"]  # fmt: skip
+        ran += len(keep)
         # drop PAD pixels along every border that is not the image's own
         ys = PAD if c.y0 else 0
         ye = (c.y1 - c.y0) - (PAD if c.y1 != h else 0)
         xs = PAD if c.x0 else 0
         xe = (c.x1 - c.x0) - (PAD if c.x1 != w else 0)
-        total[..., c.y0 + ys : c.y0 + ye, c.x0 + xs : c.x0 + xe] += pred[..., ys:ye, xs:xe]
-        weight[..., c.y0 + ys : c.y0 + ye, c.x0 + xs : c.x0 + xe] += 1
+        total[keep, :, c.y0 + ys : c.y0 + ye, c.x0 + xs : c.x0 + xe] += pred[..., ys:ye, xs:xe]
+        weight[keep, :, c.y0 + ys : c.y0 + ye, c.x0 + xs : c.x0 + xe] += 1
     result = torch.where(weight > 0, total / weight.clamp(min=1), seg_224 / 2 + 0.5)
     return result, ran
 
@@ -123,9 +139,10 @@ def refine_masks(
     out = global_step(net, x, seg, L)
     if fast:
         pred = out["pred_224"]
-        mode = "area" if max(h, w) < L else "bilinear"
-        kwargs = {"align_corners": True} if mode == "bilinear" else {}
-        pred = F.interpolate(pred, size=(h, w), mode=mode, **kwargs) if pred.shape[-2:] != (h, w) else pred
+        if max(h, w) < L:
+            pred = F.interpolate(pred, size=(h, w), mode="area")
+        elif max(h, w) > L:
+            pred = F.interpolate(pred, size=(h, w), mode="bilinear", align_corners=True)
     else:
         pred, _ = local_step(net, x, out, L)
     return pred[:, 0].clamp(0, 1).cpu()
