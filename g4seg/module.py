@@ -131,7 +131,7 @@ class G4SegModule(L.LightningModule):
         n = len(sample.class_names)
         labels = {BASELINE: sample.coarse.labels()}
         counts = {BASELINE: pixel_counts(labels[BASELINE], sample.gt, n)}
-        seconds = {}
+        seconds, notes = {}, {}
         for spec in self.specs:
             gen = generated[spec.injector].get(sample.id) if spec.injector else None
             start = time.perf_counter()
@@ -139,6 +139,8 @@ class G4SegModule(L.LightningModule):
             seconds[spec.name] = time.perf_counter() - start + injector_seconds.get(spec.injector, 0.0)
             if refined.size != sample.size:
                 raise RuntimeError(f"strategy {spec.name!r} returned {refined.size} for sample {sample.id} of {sample.size}")
+            if refined.notes:
+                notes[spec.name] = list(refined.notes)
             labels[spec.name] = refined.labels()
             counts[spec.name] = pixel_counts(labels[spec.name], sample.gt, n)
         return SampleResult(
@@ -150,6 +152,7 @@ class G4SegModule(L.LightningModule):
                        if spec.injector and sample.id in generated[spec.injector]},
             seconds=seconds,
             random_weights=[spec.name for spec in self.specs if self.uses_random_weights(spec)],
+            notes=notes,
         )
 
     def uses_random_weights(self, spec: StrategySpec) -> bool:

@@ -53,6 +53,7 @@ def to_record(result: SampleResult) -> dict:
         },
         "seconds": result.seconds,
         "random_weights": result.random_weights,
+        "notes": result.notes,
     }
 
 
@@ -66,6 +67,7 @@ def from_record(record: dict) -> SampleResult:
         initial_iou={int(k): float(v) for k, v in record["initial_iou"].items()},
         seconds=record.get("seconds", {}),
         random_weights=record.get("random_weights", []),
+        notes=record.get("notes", {}),
         skipped_reason=record.get("skipped_reason"),
     )
 

@@ -57,6 +57,10 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None) -> str:
         )
     if metrics.get("random_weights"):
         lines += ["", f"NOTE: random (untrained) weights were used by: {', '.join(metrics['random_weights'])}."]
+    scored = metrics["num_samples"] - metrics["num_skipped"]
+    for name, notes in metrics.get("notes", {}).items():
+        for text, count in notes.items():
+            lines += [f"NOTE: {name}: {text} on {count}/{scored} samples."]
     return "\n".join(lines) + "\n"
 
 
@@ -132,8 +136,17 @@ def rebuild(out_dir: Path, edges: Sequence[float] | None = None) -> tuple[dict, 
 
 
 def finish(metrics: dict, records: Sequence[dict]) -> dict:
-    """Adds what only the records know: which injectors ran on random weights."""
+    """Adds what only the records know: which strategies ran on random weights, and what
+    refiners did to their input (e.g. softened hard masks), counted over samples."""
     random = sorted({name for r in records for name in r.get("random_weights", [])})
     if random:
         metrics["random_weights"] = random
+    notes: dict[str, dict[str, int]] = {}
+    for r in records:
+        for name, texts in r.get("notes", {}).items():
+            for text in texts:
+                notes.setdefault(name, {}).setdefault(text, 0)
+                notes[name][text] += 1
+    if notes:
+        metrics["notes"] = {name: dict(sorted(n.items())) for name, n in sorted(notes.items())}
     return metrics

@@ -24,6 +24,7 @@ class ClassProbs:
 
     class_ids: torch.Tensor  # int64 [K], dataset class indices; class_ids[0] == 0 (background)
     probs: torch.Tensor  # float32 [K, H, W] in [0, 1]
+    notes: tuple[str, ...] = ()  # what refiners did to their input (e.g. softened it), for reports
 
     def __post_init__(self) -> None:
         if self.probs.ndim != 3 or self.class_ids.ndim != 1 or len(self.class_ids) != len(self.probs):
@@ -41,8 +42,9 @@ class ClassProbs:
         # max(0).indices: same first-maximum tie rule as argmax, ~10x faster over the class axis on CPU
         return self.class_ids[self.probs.max(0).indices].to(torch.int64)
 
-    def with_probs(self, probs: torch.Tensor) -> ClassProbs:
-        return ClassProbs(self.class_ids, probs.to(torch.float32))
+    def with_probs(self, probs: torch.Tensor, note: str | None = None) -> ClassProbs:
+        notes = self.notes + ((note,) if note and note not in self.notes else ())
+        return ClassProbs(self.class_ids, probs.to(torch.float32), notes)
 
     def foreground(self) -> list[tuple[int, int]]:
         """(channel, class id) of every non-background class."""
@@ -116,6 +118,7 @@ class SampleResult:
     generated: dict[str, Generated] = field(default_factory=dict)  # injector name -> images
     seconds: dict[str, float] = field(default_factory=dict)  # strategy -> wall time spent on this sample
     random_weights: list[str] = field(default_factory=list)  # strategies that ran untrained models
+    notes: dict[str, list[str]] = field(default_factory=dict)  # strategy -> what its refiners did to the input
     skipped_reason: str | None = None  # e.g. GT all ignore: counted, not scored
 
 

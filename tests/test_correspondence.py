@@ -68,7 +68,11 @@ def test_shift_is_recovered_and_update_matches_numpy(refiner, monkeypatch):
     for k, shift in ((1, 2), (2, 3)):
         ref = numpy_reference(probs.probs[k].numpy(), shift, 0.8, 0.2, 0.6)
         np.testing.assert_allclose(out.probs[k].numpy(), ref, rtol=0, atol=1e-6)
-    assert torch.equal(out.probs[0], probs.probs[0]), "background channel is untouched"
+    # each class against "everything else": the mass a class gains comes out of background
+    gained = (out.probs[1:] - probs.probs[1:]).sum(0)
+    np.testing.assert_allclose(out.probs[0].numpy(), (probs.probs[0] - gained).clamp(0, 1).numpy(), atol=1e-6)
+    assert torch.equal(out.probs[0][gained == 0], probs.probs[0][gained == 0])
+    assert out.notes == (), "soft input is not softened"
 
 
 def test_out_of_range_pixels_are_bit_identical(refiner, monkeypatch):
@@ -129,3 +133,64 @@ def test_dense_clip_grid_and_maskclip():
     assert torch.allclose(f.norm(dim=-1), torch.ones(2, 12, 12), atol=1e-5)
     g = DenseCLIP(image_size=96, maskclip=True).features([img])
     assert g.shape == (1, 12, 12, 16) and not torch.allclose(g[0], f[0])
+
+
+def one_class_sample(fg: np.ndarray):
+    """A sample whose class-1 probability is `fg` and background 1 - fg."""
+    image = torch.zeros(H, W, 3, dtype=torch.uint8)
+    probs = ClassProbs(torch.tensor([0, 1]), torch.from_numpy(np.stack([1 - fg, fg]).astype(np.float32)))
+    sample = Sample("s", image, torch.zeros(H, W, dtype=torch.long), ["bg", "a"], probs)
+    return sample, probs, Generated("s", [1], image[None])
+
+
+def test_labels_flip_toward_and_away_from_background(refiner, monkeypatch):
+    """Column block 0 (x < 5) holds 0.55 (class), block 1 holds 0.45 (background); the
+    generated image matches block 0 to block 7 (prob 0.0) and block 1 to block 2 (1.0)."""
+    fg = np.zeros((H, W), np.float32)
+    fg[:, 0:5], fg[:, 5:10], fg[:, 10:15] = 0.55, 0.45, 1.0
+    sample, probs, generated = one_class_sample(fg)
+    rng = np.random.default_rng(4)
+    orig = shifted_features(rng, [])[0]
+    gen = orig.clone()
+    gen[:, 0], gen[:, 1] = orig[:, 7], orig[:, 2]
+    monkeypatch.setattr(refiner.encoder, "features", lambda images: torch.stack([orig, gen]))
+    before, after = probs.labels(), refiner.refine(sample, probs, generated).labels()
+    assert (before[:, 0:5] == 1).all() and (after[:, 0:5] == 0).all(), "0.8*0.55 + 0.2*0 = 0.44 < bg 0.56"
+    assert (before[:, 5:10] == 0).all() and (after[:, 5:10] == 1).all(), "0.8*0.45 + 0.2*1 = 0.56 > bg 0.44"
+    assert torch.equal(after[:, 10:], before[:, 10:])
+
+
+def test_hard_input_is_softened_and_says_so(refiner, monkeypatch):
+    fg = np.zeros((H, W), np.float32)
+    fg[8:32, 8:24] = 1.0  # a hard label-PNG mask
+    sample, probs, generated = one_class_sample(fg)
+    rng = np.random.default_rng(5)
+    monkeypatch.setattr(refiner.encoder, "features", lambda images: shifted_features(rng, [2]))
+    out = refiner.refine(sample, probs, generated)
+    assert out.notes and out.notes[0].startswith("input softened (signed-distance sigmoid")
+    changed = int((out.labels() != probs.labels()).sum())
+    assert changed > 0, "hard input must not be a silent no-op"
+    # the softened input alone keeps every label
+    from strategies.refiners.soft_input import soften
+
+    assert torch.equal(soften(probs, 8.0).labels(), probs.labels())
+    never = Correspondence(soften="never")
+    with pytest.raises(ValueError, match="set soften: auto"):
+        never.refine(sample, probs, generated)
+
+
+def test_softening_keeps_every_label_of_real_multiclass_masks(demo_root):
+    from datamodules import VOCFolderDataModule
+    from strategies.refiners.soft_input import soften, why_inert
+
+    dm = VOCFolderDataModule(str(demo_root), limit=4)
+    dm.setup()
+    for i in range(4):
+        coarse = dm.dataset[i].coarse
+        hard = ClassProbs(coarse.class_ids, (coarse.labels()[None] == coarse.class_ids[:, None, None]).float())
+        assert why_inert(hard, 0.2, 0.6) == why_inert(hard, 0.0, 1.0) == "hard 0/1 probabilities"
+        for t in (1.0, 8.0, 32.0):
+            soft = soften(hard, t)
+            assert torch.equal(soft.labels(), hard.labels())
+            assert torch.allclose(soft.probs.sum(0), torch.ones(soft.size))
+            assert why_inert(soft, 0.2, 0.6) is None

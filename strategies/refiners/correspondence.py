@@ -6,7 +6,14 @@ most similar original pixel d_j by cosine similarity of dense CLIP features, and
 
     S*_c[j] = beta * S_c[j] + (1 - beta) * S_c[d_j]      only where S_c[j] in [low, high]
 
-All other pixels, and every non-class channel, are returned unchanged (bit-identical).
+Each class is refined on its own with every other segment as its background, so the
+probability mass a class gains or loses at a pixel is taken from or given to the
+background channel (channel 0 -= sum of the class updates). That lets a label flip
+toward and away from background; pixels outside every class's window are returned
+unchanged (bit-identical).
+
+Hard 0/1 input (label PNGs) leaves the window empty; see `soft_input` for what is done
+then (`soften`), and the run's notes record it.
 
 Matching runs on the feature grid (g x g cells, so memory is g^2 x g^2, not pixels^2).
 Back at pixel level, each pixel takes the displacement of its cell: pixel p in cell j
@@ -17,10 +24,14 @@ the coarse map's full-resolution detail and moves it by whole-cell offsets.
 from __future__ import annotations
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
+from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
 from g4seg.models.clip import DenseCLIP
 from g4seg.types import ClassProbs, Generated, Sample
+
+from .soft_input import SOFTEN_MODES, soften, why_inert
 
 PRESET_BETA = {"open_vocabulary": 0.8, "wsss": 0.9}
 
@@ -62,6 +73,12 @@ class Correspondence(Refiner):
         beta: weight of the pixel's own probability; 0.8 open-vocabulary, 0.9 WSSS.
         preset: "open_vocabulary" or "wsss" to set beta by name (overrides `beta`).
         conf_range: (low, high) probabilities that may change; (1, 0) disables CF updates.
+        soften: what to do with input on which SCA + CF could change no label (0/1
+            probabilities such as label PNGs, or none inside `conf_range`): "auto" softens
+            such input (signed-distance sigmoid of its label map, see `soft_input`) and
+            leaves other input alone; "always" softens every input; "never" refuses such
+            input with an error saying what to set.
+        temperature: softening width in pixels (probability 0.27/0.73 at 1 T outside/inside).
     """
 
     needs_generated = True
@@ -76,6 +93,8 @@ class Correspondence(Refiner):
         beta: float = 0.8,
         preset: str | None = None,
         conf_range: tuple[float, float] = (0.2, 0.6),
+        soften: str = "auto",
+        temperature: float = 8.0,
     ) -> None:
         super().__init__()
         if preset is not None:
@@ -88,6 +107,12 @@ class Correspondence(Refiner):
         self.random_weights = self.encoder.random_weights
         self.beta = beta
         self.low, self.high = float(conf_range[0]), float(conf_range[1])
+        if soften not in SOFTEN_MODES:
+            raise ConfigError(f"Correspondence soften must be one of {SOFTEN_MODES}, got {soften!r}")
+        if not temperature > 0:
+            raise ConfigError(f"Correspondence temperature must be > 0 pixels, got {temperature}")
+        self.soften, self.temperature = soften, float(temperature)
+        self._told = False
         self.original_featurized = 0  # how many original images went through CLIP (once per image)
 
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs:
@@ -96,12 +121,40 @@ class Correspondence(Refiner):
         fg = probs.foreground()
         if not fg or self.beta == 1.0 or self.low > self.high:
             return probs
+        probs = self.soft_input(sample, probs)
         images = [sample.image] + [generated.image_for(c) for _, c in fg]
         feats = self.encoder.features(images).cpu()  # original and every class's image, one forward
         self.original_featurized += 1
         h, w = probs.size
         out = probs.probs.clone()
+        gained = torch.zeros(h, w)
         for (k, _), gen in zip(fg, feats[1:]):
             rows, cols = source_pixels(match_cells(gen, feats[0]), self.encoder.grid, h, w)
             out[k] = sca_update(probs.probs[k], rows, cols, self.beta, self.low, self.high)
+            gained += out[k] - probs.probs[k]
+        changed = gained != 0
+        out[0] = torch.where(changed, (probs.probs[0] - gained).clamp(0.0, 1.0), probs.probs[0])
         return probs.with_probs(out)
+
+    @property
+    def softening(self) -> str:
+        return f"signed-distance sigmoid, temperature {self.temperature:g} px"
+
+    def soft_input(self, sample: Sample, probs: ClassProbs) -> ClassProbs:
+        reason = why_inert(probs, self.low, self.high)
+        if self.soften == "never":
+            if reason:
+                raise ConfigError(
+                    f"sample {sample.id}: Correspondence got {reason}, so SCA + CF would change no label; "
+                    "set soften: auto (or give soft probabilities, e.g. .npz files)"
+                )
+            return probs
+        if reason is None and self.soften == "auto":
+            return probs
+        if not self._told:
+            rank_zero_warn(
+                f"g4seg: Correspondence: sample {sample.id} has {reason or 'soft input'}; softening it "
+                f"({self.softening}; soften: {self.soften}). Counted per sample in the report's notes."
+            )
+            self._told = True
+        return probs.with_probs(soften(probs, self.temperature).probs, f"input softened ({self.softening})")
