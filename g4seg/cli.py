@@ -32,6 +32,16 @@ class G4SegCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.set_defaults({"trainer.logger": False, "trainer.enable_checkpointing": False})
 
+    def before_predict(self) -> None:
+        """The resolved config (every default filled in) goes into run.json, so a run folder
+        says exactly what produced it."""
+        import json
+
+        config = json.loads(self._parser("predict").dump(self.config["predict"], format="json", skip_none=False))
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ResultWriter):
+                callback.config = config
+
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if kwargs.get("return_predictions") is None:

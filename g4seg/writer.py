@@ -76,6 +76,7 @@ class ResultWriter(BasePredictionWriter):
         self.save_masks = save_masks
         self.save_generated = save_generated
         self.previous: list[dict] = []
+        self.config: dict | None = None  # the resolved CLI config, when run from the CLI
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         out = self.output_dir
@@ -84,6 +85,8 @@ class ResultWriter(BasePredictionWriter):
             "class_names": list(pl_module.class_names or trainer.datamodule.class_names),
             "strata_edges": pl_module.strata_edges,
         }
+        if self.config is not None:
+            manifest["config"] = self.config
         path = out / MANIFEST
         if path.is_file():
             old = json.loads(path.read_text())

@@ -9,13 +9,22 @@ attention's resolution:
   * "add" (the paper's formula): A' = softmax((QK^T + alpha * M) / sqrt(d)).
     Cross-attention: M(i, j) = 1 for pixel i inside the mask and j a class-name token.
     Self-attention: M(i, j) = 1 for pixels i and j both inside the mask.
-  * "densediffusion" (DenseDiffusion's schedule): s += m+ * r * (max_i - s) and
-    s -= m- * r * (s - min_i), r = w * treg * size_reg, treg = (t / 1000)^treg_power,
-    size_reg = 1 - sizereg * (area of the query pixel's segment / resolution^2),
-    w = creg (cross) or sreg (self). Self: same segment (mask or background) positive,
-    different negative. Cross: the class-token columns only, positive inside the mask and
-    negative outside; a one-class prompt has no tokens for the background, which
-    DenseDiffusion's full-caption layouts would give.
+  * "densediffusion", as naver-ai/DenseDiffusion's `mod_forward` does it: on the scores
+    s (already scaled), with each query row's max and min taken before the change,
+        s += M+ * r * (max - s),   s -= M- * r * (s - min),   M- = 1 - M+,
+    r = w * treg * size_reg, w = creg (cross) or sreg (self),
+    size_reg = 1 - sizereg * (pixels in the query pixel's segment) / resolution^2.
+    Cross: M+ = (pixel in the mask) x (class-name token), so every other token, start,
+    end and padding included, is pushed down everywhere, and the class tokens outside the
+    mask. Self: M+ = pixel pairs in the same segment (mask or background).
+    treg: DenseDiffusion uses (t/1000)^5 and modulates only the first 30% of 50 DDIM
+    steps (t = 981 ... 701), where treg averages 0.47; at G4Seg's single step t = 400 the
+    schedule would give 0.01 and change almost nothing. So `treg` defaults to that mean,
+    0.47, the strength DenseDiffusion applies while it shapes the layout; `treg: null`
+    uses the schedule (t_s/1000)^treg_power instead.
+
+Under classifier-free guidance only the conditional half of the batch is modulated, as in
+DenseDiffusion (`sim[size/2:]`).
 """
 
 from __future__ import annotations
@@ -29,12 +38,21 @@ import torch.nn.functional as F
 from .generation import DiffusionInjector, Jobs
 
 
-class LayoutMasks:
-    """The jobs' masks at every attention resolution, built once per call."""
+DD_TREG = 0.47  # mean of (t/1000)^5 over DDIM-50 timesteps 981..701, where DenseDiffusion modulates
 
-    def __init__(self, jobs: Jobs, device: torch.device) -> None:
+
+class LayoutMasks:
+    """The jobs' masks at every attention resolution, built once per call.
+
+    `active` [B] marks the batch rows to modulate; the others (the unconditional half under
+    guidance) get all-zero masks and strength, i.e. plain attention.
+    """
+
+    def __init__(self, jobs: Jobs, device: torch.device, active: torch.Tensor | None = None) -> None:
         self.masks = jobs.masks.to(device)  # [J, R, R]
         self.tokens = jobs.token_masks.to(device)  # [J, L]
+        active = torch.ones(len(jobs), dtype=torch.bool) if active is None else active
+        self.active = active.to(device).float()  # [J]
         self._cache: dict[int, torch.Tensor] = {}
 
     def at(self, n_pixels: int) -> torch.Tensor:
@@ -106,6 +124,7 @@ class EMIProcessor:
                 m = mask[:, :, None] * self.layout.tokens[:, None, :n_k].to(mask.dtype)
             else:
                 m = mask[:, :, None] * mask[:, None, :]
+            m = m * self.layout.active[:, None, None]
             bias = (inj.alpha * scale * m)[:, None].to(q.dtype)  # (QK^T + alpha M) / sqrt(d)
             if self.probe is None:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
@@ -120,18 +139,16 @@ class EMIProcessor:
 
     def densediffusion(self, s: torch.Tensor, mask: torch.Tensor, is_cross: bool, n_k: int) -> torch.Tensor:
         inj = self.inj
-        treg = (inj.timestep / 1000.0) ** inj.treg_power
         area = mask.mean(dim=1, keepdim=True)  # fraction of the image inside the mask, [J, 1]
         size_reg = 1.0 - inj.sizereg * torch.where(mask > 0, area, 1.0 - area)  # [J, Nq]
         if is_cross:
-            tokens = self.layout.tokens[:, None, :n_k].to(mask.dtype)
-            pos = mask[:, :, None] * tokens
-            neg = (1.0 - mask)[:, :, None] * tokens
+            pos = mask[:, :, None] * self.layout.tokens[:, None, :n_k].to(mask.dtype)
         else:
-            same = mask[:, :, None] * mask[:, None, :] + (1 - mask)[:, :, None] * (1 - mask)[:, None, :]
-            pos, neg = same, 1.0 - same
+            pos = mask[:, :, None] * mask[:, None, :] + (1 - mask)[:, :, None] * (1 - mask)[:, None, :]
+        neg = 1.0 - pos
         w = inj.creg if is_cross else inj.sreg
-        r = (w * treg * size_reg)[:, None, :, None].to(s.dtype)  # [J, 1, Nq, 1]
+        r = w * inj.treg_value * size_reg * self.layout.active[:, None]
+        r = r[:, None, :, None].to(s.dtype)  # [J, 1, Nq, 1]
         top = s.amax(dim=-1, keepdim=True)
         bottom = s.amin(dim=-1, keepdim=True)
         pos, neg = pos[:, None].to(s.dtype), neg[:, None].to(s.dtype)
@@ -144,7 +161,9 @@ class AttentionInjection(DiffusionInjector):
     Args:
         mode: "add" or "densediffusion".
         alpha: logit boost of the "add" mode (before the 1/sqrt(d) scaling).
-        creg, sreg, sizereg, treg_power: DenseDiffusion's parameters (its defaults).
+        creg, sreg, sizereg: DenseDiffusion's weights (its defaults 1.0, 0.3, 1.0).
+        treg: time weight of the one step (default 0.47, see the module docstring);
+            None = DenseDiffusion's schedule (t_s / 1000) ** treg_power.
         (the rest as in DiffusionInjector)
     """
 
@@ -155,6 +174,7 @@ class AttentionInjection(DiffusionInjector):
         creg: float = 1.0,
         sreg: float = 0.3,
         sizereg: float = 1.0,
+        treg: float | None = DD_TREG,
         treg_power: float = 5.0,
         **kwargs,
     ) -> None:
@@ -162,13 +182,17 @@ class AttentionInjection(DiffusionInjector):
         if mode not in ("add", "densediffusion"):
             raise ValueError(f"mode must be 'add' or 'densediffusion', got {mode!r}")
         self.mode, self.alpha = mode, alpha
-        self.creg, self.sreg, self.sizereg, self.treg_power = creg, sreg, sizereg, treg_power
+        self.creg, self.sreg, self.sizereg, self.treg, self.treg_power = creg, sreg, sizereg, treg, treg_power
         self.probe = None
 
+    @property
+    def treg_value(self) -> float:
+        return self.treg if self.treg is not None else (self.timestep / 1000.0) ** self.treg_power
+
     @contextlib.contextmanager
-    def injection(self, jobs: Jobs):
+    def injection(self, jobs: Jobs, active: torch.Tensor | None = None):
         saved = dict(self.unet.attn_processors)
-        layout = LayoutMasks(jobs, self.device)
+        layout = LayoutMasks(jobs, self.device, active)
         self.unet.set_attn_processor({name: EMIProcessor(name, layout, self, self.probe) for name in saved})
         try:
             yield

@@ -4,6 +4,10 @@ image -> VAE latent x0 -> x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps at t_s -> one U
 with "A photo of {class}" -> x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t) -> VAE
 decode -> back to the image's size.
 
+Options: classifier-free guidance (`guidance_scale`; the layout injection acts on the
+conditional branch only, as DenseDiffusion does), and a deterministic start instead of
+random noise (`inversion`: DDIM inversion, or Null-text inversion; see `inversion.py`).
+
 All (sample, class) jobs of a batch go through the VAE encoder once per image and through
 the UNet together. Noise comes from a CPU generator seeded with (seed, sample id, class),
 so an image does not depend on batch size, device count or order. Images are resized to
@@ -25,9 +29,15 @@ import torch.nn.functional as F
 
 from datamodules.classes import prompt_name
 from datamodules.coarse import stable_seed
+from g4seg.errors import ConfigError
 from g4seg.interfaces import Injector
 from g4seg.models.diffusion import load_diffusion
 from g4seg.types import Generated, Sample
+
+from .inversion import ddim_invert, eps_and_x0, inversion_timesteps, optimise_null_text
+
+INVERSIONS = ("none", "ddim", "null_text")
+NULL_TEXT_GUIDANCE = 7.5  # Mokady et al.'s guidance scale, the default when null_text is chosen
 
 
 @dataclass
@@ -35,6 +45,7 @@ class Jobs:
     """The (sample, class) pairs of one batch, in UNet batch order."""
 
     sample_index: list[int]  # into the batch's samples
+    sample_ids: list[str]
     class_ids: list[int]
     masks: torch.Tensor  # float [J, R, R], 1 inside the class's coarse mask (at generation resolution)
     token_masks: torch.Tensor  # bool [J, L], the class-name tokens of each prompt
@@ -45,8 +56,13 @@ class Jobs:
         return len(self.class_ids)
 
     def subset(self, idx: slice) -> Jobs:
-        return Jobs(self.sample_index[idx], self.class_ids[idx], self.masks[idx], self.token_masks[idx],
-                    self.prompts[idx], self.names[idx])  # fmt: skip
+        return Jobs(self.sample_index[idx], self.sample_ids[idx], self.class_ids[idx], self.masks[idx],
+                    self.token_masks[idx], self.prompts[idx], self.names[idx])  # fmt: skip
+
+    def twice(self) -> Jobs:
+        """The jobs for a guided UNet call: [unconditional; conditional], same layouts."""
+        return Jobs(self.sample_index * 2, self.sample_ids * 2, self.class_ids * 2, torch.cat([self.masks] * 2),
+                    torch.cat([self.token_masks] * 2), self.prompts * 2, self.names * 2)  # fmt: skip
 
 
 def class_token_mask(tokenizer, prompt: str, name: str, length: int) -> torch.Tensor:
@@ -68,16 +84,7 @@ def noise_for(sample_id: str, class_id: int, seed: int, shape: tuple[int, ...]) 
 
 def x0_from_prediction(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, prediction_type: str) -> torch.Tensor:
     """x0 = (x_t - sqrt(1 - a) eps) / sqrt(a); v-prediction converted to eps first."""
-    a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-    if prediction_type == "epsilon":
-        eps = out
-    elif prediction_type == "v_prediction":
-        eps = a * out + s * x_t
-    elif prediction_type == "sample":
-        return out
-    else:
-        raise ValueError(f"unsupported prediction type {prediction_type!r}")
-    return (x_t - s * eps) / a
+    return eps_and_x0(out, x_t, alpha_bar, prediction_type)[1]
 
 
 class DiffusionInjector(Injector):
@@ -85,13 +92,22 @@ class DiffusionInjector(Injector):
     `unet_inputs`.
 
     Args:
-        model: "tiny" (random weights, offline), "tiny-sdxl", "tiny-lcm", a local diffusers folder or a hub id.
+        model: "tiny" (random weights, offline; "tiny-v" v-prediction, "tiny-sdxl", "tiny-lcm"), a local
+            diffusers folder or a hub id.
         resolution: generation size; default the model's (512 for SD, 128 for tiny).
         timestep: t_s of the one-step regeneration (of 1000).
         prompt: template with {} for the class name.
         seed: combined with sample id and class for the noise.
         max_batch: most jobs per UNet call (memory); None = the whole batch at once.
         guidance: LCM guidance embedding value (only for LCM UNets).
+        guidance_scale: classifier-free guidance w (eps_u + w (eps_c - eps_u), prompt ""
+            unconditional); 1 = off. Default 1, or 7.5 with `inversion: null_text`.
+        inversion: "none" (x_t from seeded random noise), "ddim" (deterministic DDIM
+            inversion of the image latent up to t_s) or "null_text" (DDIM inversion, then
+            the unconditional embedding fitted so the guided step reproduces the image).
+        inversion_steps: DDIM inversion steps from 0 to t_s (must divide t_s).
+        null_text_iterations, null_text_lr, null_text_epsilon: Mokady et al.'s inner loop
+            (at most 10 Adam updates, lr 1e-2, stop below a loss of 1e-5).
     """
 
     controlnet_source: str | None = None
@@ -105,6 +121,12 @@ class DiffusionInjector(Injector):
         seed: int = 0,
         max_batch: int | None = None,
         guidance: float = 8.0,
+        guidance_scale: float | None = None,
+        inversion: str = "none",
+        inversion_steps: int = 10,
+        null_text_iterations: int = 10,
+        null_text_lr: float = 1e-2,
+        null_text_epsilon: float = 1e-5,
     ) -> None:
         super().__init__()
         models = load_diffusion(model, self.controlnet_source)
@@ -125,14 +147,28 @@ class DiffusionInjector(Injector):
         self.timestep, self.prompt, self.seed, self.max_batch, self.guidance = timestep, prompt, seed, max_batch, guidance
         self.alpha_bar = float(models.scheduler.alphas_cumprod[timestep])
         self.prediction_type = models.scheduler.config.prediction_type
+        if inversion not in INVERSIONS:
+            raise ConfigError(f"inversion must be one of {INVERSIONS}, got {inversion!r}")
+        if guidance_scale is None:
+            guidance_scale = NULL_TEXT_GUIDANCE if inversion == "null_text" else 1.0
+        if inversion == "null_text" and guidance_scale == 1.0:
+            raise ConfigError(
+                "inversion null_text fits the unconditional embedding, which acts only with guidance_scale != 1 "
+                f"(Mokady et al. use {NULL_TEXT_GUIDANCE}); set guidance_scale"
+            )
+        self.guidance_scale, self.inversion = float(guidance_scale), inversion
+        self.inversion_timesteps = inversion_timesteps(timestep, inversion_steps) if inversion != "none" else []
+        self.null_text = (null_text_iterations, null_text_lr, null_text_epsilon)
+        self.null_text_losses: list[float] = []  # last fitted loss per job of the latest call, for reports
 
     @property
     def device(self) -> torch.device:
         return next(self.vae.parameters()).device
 
     # -- hooks for subclasses -------------------------------------------------------------
-    def injection(self, jobs: Jobs):
-        """Context active during the UNet call (attention processors, ...)."""
+    def injection(self, jobs: Jobs, active: torch.Tensor):
+        """Context active during the UNet call (attention processors, ...); `active` [B]
+        says which batch rows are injected (the conditional ones under guidance)."""
         return contextlib.nullcontext()
 
     def unet_inputs(self, jobs: Jobs, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> dict:
@@ -142,19 +178,19 @@ class DiffusionInjector(Injector):
     # -- the pipeline ---------------------------------------------------------------------
     def make_jobs(self, samples: Sequence[Sample]) -> Jobs:
         r, length = self.resolution, self.models_info.tokenizer.model_max_length
-        index, classes, masks, tokens, prompts, names = [], [], [], [], [], []
+        index, ids, classes, masks, tokens, prompts, names = [], [], [], [], [], [], []
         for i, sample in enumerate(samples):
             labels = sample.coarse.labels().numpy().astype(np.uint8)
             for _, class_id in sample.coarse.foreground():
                 name = prompt_name(sample.class_names[class_id])
                 prompt = self.prompt.format(name)
                 mask = cv2.resize((labels == class_id).astype(np.uint8), (r, r), interpolation=cv2.INTER_NEAREST)
-                index.append(i), classes.append(class_id), prompts.append(prompt)
+                index.append(i), ids.append(sample.id), classes.append(class_id), prompts.append(prompt)
                 names.append(sample.class_names[class_id])
                 masks.append(torch.from_numpy(mask.astype(np.float32)))
                 tokens.append(class_token_mask(self.models_info.tokenizer, prompt, name, length))
         empty = torch.zeros(0, r, r)
-        return Jobs(index, classes, torch.stack(masks) if masks else empty,
+        return Jobs(index, ids, classes, torch.stack(masks) if masks else empty,
                     torch.stack(tokens) if tokens else torch.zeros(0, length, dtype=torch.bool), prompts, names)  # fmt: skip
 
     def encode_images(self, samples: Sequence[Sample]) -> torch.Tensor:
@@ -204,22 +240,15 @@ class DiffusionInjector(Injector):
         results = {s.id: Generated(s.id, [], torch.zeros(0, *s.size, 3, dtype=torch.uint8)) for s in samples}
         if not len(jobs):
             return list(results.values())
-        device = self.device
-        autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
-        with autocast:
-            latents = self.encode_images(samples)[jobs.sample_index]
-            noise = torch.stack(
-                [noise_for(samples[i].id, c, self.seed, tuple(latents.shape[1:])) for i, c in zip(jobs.sample_index, jobs.class_ids)]  # noqa: E501
-            ).to(device)
-            a = self.alpha_bar
-            x_t = math.sqrt(a) * latents.float() + math.sqrt(1.0 - a) * noise
+        with self.autocast():
+            x0 = self.encode_images(samples)[jobs.sample_index].float()
             text, added = self.encode_prompts(jobs.prompts)
-            x0 = []
             step = self.max_batch or len(jobs)
-            for start in range(0, len(jobs), step):
-                part = slice(start, start + step)
-                x0.append(self.denoise(jobs.subset(part), x_t[part], text[part], {k: v[part] for k, v in added.items()}))
-            decoded = self.vae.decode(torch.cat(x0).to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+            parts = [slice(start, start + step) for start in range(0, len(jobs), step)]
+            self.null_text_losses = []
+            x0_hat = torch.cat([self.regenerate(jobs.subset(p), x0[p], text[p], {k: v[p] for k, v in added.items()})
+                                for p in parts])  # fmt: skip
+            decoded = self.vae.decode(x0_hat.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         images = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         per_sample: dict[str, list] = {s.id: [] for s in samples}
         for img, i, c in zip(images, jobs.sample_index, jobs.class_ids):
@@ -231,12 +260,74 @@ class DiffusionInjector(Injector):
                 results[sid].images = torch.from_numpy(np.stack([im for _, im in items]))
         return list(results.values())
 
-    def denoise(self, jobs: Jobs, x_t: torch.Tensor, text: torch.Tensor, added: dict) -> torch.Tensor:
-        t = torch.full((len(jobs),), self.timestep, device=x_t.device, dtype=torch.long)
-        kwargs = self.unet_inputs(jobs, x_t, t, text)
+    def autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def regenerate(self, jobs: Jobs, x0: torch.Tensor, text: torch.Tensor, added: dict, inject: bool = True) -> torch.Tensor:
+        """x0_hat of one UNet step from t_s (with guidance: one guided step)."""
+        x_t = self.start_latents(jobs, x0, text, added)
+        uncond = self.unconditional(jobs, x_t, x0, text, added)
+        out = self.guided_output(jobs, x_t, text, added, uncond, inject)
+        return x0_from_prediction(out, x_t, self.alpha_bar, self.prediction_type)
+
+    def start_latents(self, jobs: Jobs, x0: torch.Tensor, text: torch.Tensor, added: dict) -> torch.Tensor:
+        if self.inversion == "none":
+            noise = torch.stack([noise_for(sid, c, self.seed, tuple(x0.shape[1:]))
+                                 for sid, c in zip(jobs.sample_ids, jobs.class_ids)]).to(x0.device)  # fmt: skip
+            return math.sqrt(self.alpha_bar) * x0 + math.sqrt(1.0 - self.alpha_bar) * noise
+        return ddim_invert(lambda x, t: self.model_output(jobs, x, t, text, added, inject=False), x0,
+                           self.inversion_timesteps, self.models_info.scheduler.alphas_cumprod, self.prediction_type)  # fmt: skip
+
+    def unconditional(self, jobs, x_t, x0, text, added) -> tuple[torch.Tensor, dict] | None:
+        """The unconditional branch's text (and SDXL extras): "" or Null-text's fit; None without guidance."""
+        if self.guidance_scale == 1.0:
+            return None
+        null, null_added = self.encode_prompts([""] * len(jobs))
+        if self.inversion == "null_text":
+            iterations, lr, epsilon = self.null_text
+
+            def guided_x0(embedding):
+                out = self.guided_output(jobs, x_t, text, added, (embedding, null_added), inject=False)
+                return x0_from_prediction(out, x_t, self.alpha_bar, self.prediction_type)
+
+            null, losses = optimise_null_text(guided_x0, x0, null, iterations, lr, epsilon)
+            self.null_text_losses += losses.tolist()
+        return null, null_added
+
+    def guided_output(self, jobs, x_t, text, added, uncond, inject: bool) -> torch.Tensor:
+        if uncond is None:
+            return self.model_output(jobs, x_t, self.timestep, text, added, inject)
+        null, null_added = uncond
+        n = len(jobs)
+        both = self.model_output(
+            jobs.twice(), torch.cat([x_t, x_t]), self.timestep, torch.cat([null.to(text.dtype), text]),
+            {k: torch.cat([null_added[k], v]) for k, v in added.items()}, inject,
+            active=torch.arange(2 * n) >= n,
+        )  # fmt: skip
+        u, c = both.chunk(2)
+        return u + self.guidance_scale * (c - u)
+
+    def model_output(self, jobs: Jobs, x: torch.Tensor, timestep: int, text: torch.Tensor, added: dict,
+                     inject: bool = True, active: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """The UNet's raw output (eps, v, ...) at `timestep`; with the layout injected when `inject`."""
+        t = torch.full((len(x),), timestep, device=x.device, dtype=torch.long)
+        kwargs = self.unet_inputs(jobs, x, t, text) if inject else {}
         if added:
             kwargs["added_cond_kwargs"] = added
-        kwargs.update(self.lcm_condition(len(jobs)))
-        with self.injection(jobs):
-            out = self.unet(x_t.to(self.unet.dtype), t, encoder_hidden_states=text, **kwargs).sample
-        return x0_from_prediction(out.float(), x_t.float(), self.alpha_bar, self.prediction_type)
+        kwargs.update(self.lcm_condition(len(x)))
+        active = torch.ones(len(x), dtype=torch.bool) if active is None else active
+        with self.injection(jobs, active) if inject else contextlib.nullcontext():
+            out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=text.to(self.unet.dtype), **kwargs).sample
+        return out.float()
+
+    @torch.no_grad()
+    def reconstruct(self, samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, x0_hat) latents of every job with the layout *not* injected: how well the
+        start latents (noise or inversion) let one step reproduce the image."""
+        jobs = self.make_jobs(samples)
+        with self.autocast():
+            x0 = self.encode_images(samples)[jobs.sample_index].float()
+            text, added = self.encode_prompts(jobs.prompts)
+            return x0, self.regenerate(jobs, x0, text, added, inject=False)
