@@ -74,6 +74,9 @@ class G4SegModule(L.LightningModule):
         names = [s.name for s in self.specs]
         if len(set(names)) != len(names) or BASELINE in names:
             raise ConfigError(f"strategy names must be unique and not {BASELINE!r}: {names}")
+        for name in [*names, *self.injectors]:
+            if not name or "." in name or "/" in name:
+                raise ConfigError(f"strategy and injector names must be non-empty without '.' or '/': {name!r}")
         for s in self.specs:
             if not s.refiners:
                 raise ConfigError(f"strategy {s.name!r} has no refiners (use Identity for a pass-through)")

@@ -1,5 +1,7 @@
 """Generation benchmark: seconds per image per injector, batched classes vs a per-class
-loop, and the harness' overhead over the bare model calls.
+loop, and the harness' overhead over the bare model calls; the start-latent options
+(noise, DDIM inversion, Null-text inversion) with their latent reconstruction error;
+CascadePSP's seconds per image.
 
     python scripts/benchmark.py                      # tiny models, CPU, bundled images
     python scripts/benchmark.py --size sd21 --device cuda --dtype fp16   # real-size shapes, random weights
@@ -55,10 +57,10 @@ def sd21_models(controlnet: bool):
                            name="sd21-shaped")  # fmt: skip
 
 
-def build(kind: str, size: str, device: str, dtype: torch.dtype) -> DiffusionInjector:
+def build(kind: str, size: str, device: str, dtype: torch.dtype, **kwargs) -> DiffusionInjector:
     cls = {"none": NoInjection, "emi": AttentionInjection, "emi-dd": AttentionInjection,
            "controlnet": ControlNetInjection}[kind]  # fmt: skip
-    kwargs = {"mode": "densediffusion"} if kind == "emi-dd" else {}
+    kwargs = {"mode": "densediffusion", **kwargs} if kind == "emi-dd" else kwargs
     if size == "tiny":
         inj = cls(**kwargs)
     else:
@@ -128,6 +130,29 @@ def bare_calls(inj: DiffusionInjector, samples: list[Sample]):
     return run
 
 
+def inversion_table(samples: list[Sample], args, dtype) -> None:
+    """s/image and latent reconstruction MSE (one step back to the image latent, no layout
+    injected) per start-latent option, at the paper setting's guidance 1 and at 7.5."""
+    print(f"\n{'inversion':<10} {'guidance':>8} {'s/image':>9} {'latent MSE':>11}")
+    for inversion, scale in (("none", 1.0), ("ddim", 1.0), ("none", 7.5), ("ddim", 7.5), ("null_text", 7.5)):
+        inj = build("emi", args.size, args.device, dtype, inversion=inversion, guidance_scale=scale)
+        [seconds] = timed([lambda: inj.generate(samples)], args.device, max(1, args.repeats // 2))
+        x0, x0_hat = inj.reconstruct(samples)
+        mse = float(((x0_hat.float() - x0.float()) ** 2).mean())
+        print(f"{inversion:<10} {scale:>8g} {seconds / len(samples):>9.4f} {mse:>11.4f}")
+
+
+def cascadepsp_table(samples: list[Sample], args) -> None:
+    from strategies.refiners import CascadePSP
+
+    print(f"\n{'CascadePSP (tiny, random)':<26} {'L':>5} {'s/image':>9}")
+    for L, fast in ((256, True), (256, False), (900, False)):
+        refiner = CascadePSP(L=L, fast=fast).to(args.device)
+        [seconds] = timed([lambda: [refiner.refine(s, s.coarse, None) for s in samples]], args.device,
+                          max(1, args.repeats // 2))  # fmt: skip
+        print(f"{'global only' if fast else 'global + local':<26} {L:>5} {seconds / len(samples):>9.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["tiny", "sd21"], default="tiny")
@@ -136,6 +161,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per batch for s/image")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
+    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp"],
+                        default=["injectors", "inversion", "cascadepsp"])  # fmt: skip
     args = parser.parse_args()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
 
@@ -147,6 +174,12 @@ def main() -> None:
     print(f"device {args.device}, {args.dtype}, {args.size} models, threads {torch.get_num_threads()}; "
           f"{len(samples)} images / {n_jobs} classes per batch")  # fmt: skip
 
+    if "inversion" in args.only:
+        inversion_table(samples, args, dtype)
+    if "cascadepsp" in args.only:
+        cascadepsp_table(samples, args)
+    if "injectors" not in args.only:
+        return
     print(f"\n{'injector':<12} {'s/image':>9} {'batched 3 cls':>14} {'loop 3 cls':>11} {'speed-up':>9} "
           f"{'bare calls':>11} {'overhead':>9}")  # fmt: skip
     for kind in ("none", "emi", "emi-dd", "controlnet"):

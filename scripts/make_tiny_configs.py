@@ -20,6 +20,12 @@ DROP = {"pretrained", "resolution", "image_size", "split", "image_dir", "gt_dir"
 TINY_VALUES = {"model": "tiny", "controlnet": "tiny", "clip": "tiny", "weights": "tiny", "L": 256}
 
 
+def tiny_model(path: str) -> str:
+    """The tiny model of the same family, so SDXL and LCM code paths run in the dry run too."""
+    name = Path(str(path)).name.lower()
+    return "tiny-sdxl" if "xl" in name else "tiny-lcm" if "lcm" in name else "tiny"
+
+
 def tinify(node):
     """Model sources become "tiny", settings tied to real data or weights are dropped."""
     if isinstance(node, dict):
@@ -28,7 +34,10 @@ def tinify(node):
             if key in DROP:
                 continue
             scalar = not isinstance(value, (dict, list))
-            out[key] = TINY_VALUES[key] if key in TINY_VALUES and scalar else tinify(value)
+            if key == "model" and scalar:
+                out[key] = tiny_model(value)
+            else:
+                out[key] = TINY_VALUES[key] if key in TINY_VALUES and scalar else tinify(value)
         return out
     if isinstance(node, list):
         return [tinify(v) for v in node]

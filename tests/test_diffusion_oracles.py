@@ -214,3 +214,12 @@ def test_densediffusion_default_changes_images_clearly(samples):
         diffs[treg] = (float(d.mean()), float(d.max()))
     print(f"|DenseDiffusion - plain| (mean, max grey levels): schedule (t/1000)^5 {diffs[None]}, default {diffs[0.47]}")
     assert diffs[0.47][1] >= 10 and diffs[0.47][0] > 10 * diffs[None][0]
+
+
+def test_injectors_on_one_checkpoint_share_its_modules():
+    a, b = AttentionInjection(timestep=100), AttentionInjection(mode="densediffusion", timestep=700)
+    assert a.unet is b.unet and a.vae is b.vae and a.text_encoder is b.text_encoder
+    from torch import nn
+
+    both = nn.ModuleDict({"a": a, "b": b})
+    assert sum(p.numel() for p in both.parameters()) == sum(p.numel() for p in a.parameters())

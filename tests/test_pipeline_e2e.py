@@ -43,3 +43,43 @@ def test_every_injector_end_to_end_and_same_images_under_ddp(tmp_path):
 
 def decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
+
+
+def test_label_png_coarse_masks_are_softened_and_g4seg_changes_labels(tmp_path, real_voc):
+    """The common case: pseudo-label PNGs (hard 0/1). G4Seg must change labels and the run
+    must say how it softened its input (report, metrics.json; settings in run.json)."""
+    import json
+
+    from datamodules import SyntheticDegradation, VOCFolderDataModule
+
+    pngs = tmp_path / "coarse"
+    pngs.mkdir()
+    dm = VOCFolderDataModule(str(real_voc), coarse=SyntheticDegradation(iou_range=(40, 95), soften_sigma=0), limit=4)
+    dm.setup()
+    for i in range(4):
+        sample = dm.dataset[i]
+        Image.fromarray(sample.coarse.labels().numpy().astype(np.uint8)).save(pngs / f"{sample.id}.png")
+    out = tmp_path / "run"
+    proc = run_cli(
+        "predict", "--config", "configs/demo.yaml", "--data.init_args.root", str(real_voc), "--data.init_args.limit", "4",
+        "--data.init_args.coarse", "datamodules.CoarseFromFiles", "--data.init_args.coarse.folder", str(pngs),
+        "--output_dir", str(out),
+    )  # fmt: skip
+    metrics = read_metrics(out)
+    note = "input softened (signed-distance sigmoid, temperature 8 px)"
+    for name in ("g4seg_emi", "g4seg_emi+crf", "g4seg_controlnet"):
+        assert metrics["notes"][name] == {note: 4}
+        assert f"NOTE: {name}: {note} on 4/4 samples." in proc.stdout
+    assert "identity" not in metrics.get("notes", {})
+    changed = {}
+    for name in ("g4seg_emi", "g4seg_controlnet", "identity"):
+        changed[name] = sum(
+            int((np.asarray(Image.open(p)) != np.asarray(Image.open(out / "masks" / "baseline" / p.name))).sum())
+            for p in (out / "masks" / name).glob("*.png")
+        )
+    print(f"label pixels changed on 4 real images with label-PNG coarse masks: {changed}")
+    assert changed["g4seg_emi"] > 0 and changed["g4seg_controlnet"] > 0 and changed["identity"] == 0
+    run = json.loads((out / "run.json").read_text())
+    g4seg = next(s for s in run["config"]["model"]["strategies"] if s["name"] == "g4seg_emi")
+    assert g4seg["refiners"][0]["init_args"]["soften"] == "auto"
+    assert g4seg["refiners"][0]["init_args"]["temperature"] == 8.0

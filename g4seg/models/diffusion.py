@@ -134,9 +134,25 @@ def tiny_models(
     )  # fmt: skip
 
 
+_LOADED: dict[tuple[str, str | None], DiffusionModels] = {}
+
+
 def load_diffusion(source: str, controlnet: str | None = None, config_key: str = "model") -> DiffusionModels:
     """Models from "tiny" (epsilon), "tiny-v" (v-prediction), "tiny-sdxl", "tiny-lcm", a local
-    diffusers folder or a hub id (cache only when offline)."""
+    diffusers folder or a hub id (cache only when offline).
+
+    One copy per (model, controlnet) in a process: injectors naming the same checkpoint (a
+    timestep sweep, EMI next to DenseDiffusion, ...) share its modules instead of each
+    holding several GB. Nothing trains them, and attention processors are swapped only
+    for the duration of one call, so sharing is safe.
+    """
+    key = (str(source), None if controlnet is None else str(controlnet))
+    if key not in _LOADED:
+        _LOADED[key] = _load_diffusion(source, controlnet, config_key)
+    return _LOADED[key]
+
+
+def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> DiffusionModels:
     if source in TINY:
         if controlnet not in (None, "tiny"):
             raise ValueError(f"tiny models take controlnet 'tiny' or none, got {controlnet!r}")

@@ -287,12 +287,16 @@ class DiffusionInjector(Injector):
         null, null_added = self.encode_prompts([""] * len(jobs))
         if self.inversion == "null_text":
             iterations, lr, epsilon = self.null_text
+            # Trainer.predict runs under inference mode, whose tensors autograd refuses: fit on copies
+            with torch.inference_mode(False):
+                x_t, x0, text, null = (t.clone() for t in (x_t, x0, text, null))
+                added, null_added = ({k: v.clone() for k, v in d.items()} for d in (added, null_added))
 
-            def guided_x0(embedding):
-                out = self.guided_output(jobs, x_t, text, added, (embedding, null_added), inject=False)
-                return x0_from_prediction(out, x_t, self.alpha_bar, self.prediction_type)
+                def guided_x0(embedding):
+                    out = self.guided_output(jobs, x_t, text, added, (embedding, null_added), inject=False)
+                    return x0_from_prediction(out, x_t, self.alpha_bar, self.prediction_type)
 
-            null, losses = optimise_null_text(guided_x0, x0, null, iterations, lr, epsilon)
+                null, losses = optimise_null_text(guided_x0, x0, null, iterations, lr, epsilon)
             self.null_text_losses += losses.tolist()
         return null, null_added
 
