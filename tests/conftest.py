@@ -43,3 +43,20 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, check: bool = Tr
 
 def read_metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """`g4seg ARGS` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from g4seg.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return code, out.getvalue(), err.getvalue()

@@ -186,7 +186,7 @@ def test_densediffusion_mode_and_sdxl_run(samples):
 
 
 def test_missing_model_says_what_to_download():
-    with pytest.raises(ModelNotFoundError, match="huggingface-cli download .*stable-diffusion"):
+    with pytest.raises(ModelNotFoundError, match="hf download .*stable-diffusion"):
         NoInjection(model="/nonexistent/models/sd21")
     with pytest.raises(ModelNotFoundError, match="control_v11p_sd15_seg"):
         ControlNetInjection(model="/nonexistent/models/sd15", controlnet="./missing-controlnet")

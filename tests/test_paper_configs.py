@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_metrics, run_cli
+from conftest import ROOT, cli, read_metrics
 
 PAPER = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
 
@@ -22,19 +22,20 @@ def test_tiny_configs_are_in_sync():
 
 @pytest.mark.parametrize("config", PAPER, ids=[p.stem for p in PAPER])
 def test_real_config_parses_and_names_missing_weights(config: Path):
-    run_cli("predict", "--config", str(config), "--print_config")
-    proc = run_cli("predict", "--config", str(config), check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    error = proc.stderr.strip().splitlines()
-    assert "Traceback" not in proc.stderr
-    assert any(line.startswith("g4seg: error: /models/") for line in error)
-    assert "Download" in proc.stderr
+    code, out, err = cli("predict", "--config", str(config), "--print_config")
+    assert code == 0 and "strategies:" in out, err[-2000:]
+    code, out, err = cli("predict", "--config", str(config))
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    assert any(line.startswith("g4seg: error: /models/") for line in err.strip().splitlines())
+    assert "Download" in err
 
 
 @pytest.mark.parametrize("config", PAPER, ids=[p.stem for p in PAPER])
 def test_tiny_config_runs(config: Path, tmp_path):
     tiny = ROOT / "configs" / "paper" / "tiny" / config.name
-    run_cli("predict", "--config", str(tiny), "--data.init_args.limit", "2", "--output_dir", str(tmp_path))
+    code, out, err = cli("predict", "--config", str(tiny), "--data.init_args.limit", "2", "--output_dir", str(tmp_path))
+    assert code == 0, err[-3000:]
     metrics = read_metrics(tmp_path)
     assert metrics["num_samples"] == 2
     import yaml

@@ -21,7 +21,7 @@ from ..errors import ModelNotFoundError
 
 DOWNLOAD_HINT = (
     "Download it on a machine with internet access, e.g.\n"
-    "  huggingface-cli download {repo} --local-dir /models/{short}\n"
+    "  hf download {repo} --local-dir /models/{short}\n"
     "copy the folder here, and point the config at it ({key}: /models/{short})."
 )
 
