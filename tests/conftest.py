@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo" / "voc2012"
-SHARED_REAL = ROOT.parent / "shared" / "data" / "real"
+REAL = ROOT / "data" / "real" / "voc2012"  # all 16 real pairs, in the repository: no sibling folder needed
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +26,8 @@ def demo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def real_voc() -> Path:
-    """All real VOC pairs when the shared folder is beside the checkout, else the bundled ones."""
-    shared = SHARED_REAL / "voc2012"
-    return shared if shared.is_dir() else DEMO
+    """The 16 bundled real VOC pairs (the suite reads nothing outside the repository)."""
+    return REAL
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
