@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from g4seg.errors import ConfigError
+
 VOC = (
     "background aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse "
     "motorbike person pottedplant sheep sofa train tvmonitor"
@@ -54,14 +56,16 @@ def resolve_classes(classes: str | list[str]) -> list[str]:
     elif Path(classes).is_file():
         names = [line.strip() for line in Path(classes).read_text().splitlines() if line.strip()]
     else:
-        raise ValueError(
+        raise ConfigError(
             f"unknown class preset {classes!r}: use one of {sorted(PRESETS)}, a list of names, "
             "or the path of a text file with one class name a line (background first)"
         )
     if len(names) < 2:
-        raise ValueError(f"class list {classes!r} needs background and at least one class, got {names}")
+        raise ConfigError(f"class list {classes!r} needs background and at least one class, got {names}")
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"class list {classes!r} has empty or repeated names; each class needs its own name")
     if len(names) > 255:
-        raise ValueError(f"class list {classes!r} has {len(names)} classes; label PNGs hold at most 255")
+        raise ConfigError(f"class list {classes!r} has {len(names)} classes; label PNGs hold at most 255")
     return names
 
 

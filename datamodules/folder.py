@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from g4seg.errors import ConfigError
 from g4seg.types import Sample, Skipped
 
 from .classes import resolve_classes
@@ -91,6 +92,12 @@ class VOCFolderDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
+            raise ConfigError(f"data.init_args.limit must be a whole number >= 1 (or null for all), got {limit!r}")
+        if batch_size < 1:
+            raise ConfigError(f"data.init_args.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"data.init_args.num_workers must be >= 0, got {num_workers}")
         self.root = Path(root)
         self.class_names = resolve_classes(classes)
         self.coarse = coarse if coarse is not None else SyntheticDegradation()
@@ -98,6 +105,7 @@ class VOCFolderDataModule(L.LightningDataModule):
         self.limit, self.batch_size, self.num_workers = limit, batch_size, num_workers
         self.done_ids: frozenset[str] = frozenset()
         self.dataset: FolderDataset | None = None
+        self._ids: list[str] | None = None
 
     def list_ids(self) -> list[str]:
         gt_dir = self.root / self.gt_dir
@@ -111,15 +119,26 @@ class VOCFolderDataModule(L.LightningDataModule):
             if not gt_dir.is_dir():
                 raise DataError(f"{gt_dir}: ground-truth folder is missing (expected VOC layout under {self.root})")
             ids = sorted(p.stem for p in gt_dir.glob("*.png"))
+        seen: set[str] = set()
+        duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
+        if duplicates:
+            raise DataError(f"{self.split}: sample ids listed more than once: {duplicates[:5]}; list each id once")
         if self.limit is not None:
             ids = ids[: self.limit]
         if not ids:
             raise DataError(f"{self.root}: dataset is empty (no ids from {self.split or gt_dir})")
         return ids
 
+    @property
+    def ids(self) -> list[str]:
+        """The ids this run scores, in order (listed once per datamodule)."""
+        if self._ids is None:
+            self._ids = self.list_ids()
+        return self._ids
+
     def setup(self, stage: str | None = None) -> None:
         self.dataset = FolderDataset(
-            self.root, self.class_names, self.coarse, self.list_ids(), self.image_dir, self.gt_dir, self.done_ids
+            self.root, self.class_names, self.coarse, self.ids, self.image_dir, self.gt_dir, self.done_ids
         )
 
     def predict_dataloader(self) -> DataLoader:

@@ -1,20 +1,25 @@
 """`g4seg predict --config FILE [--key value ...]` and `g4seg report OUTDIR`.
 
-`predict` is LightningCLI (YAML config, `--print_config`, dotted overrides); the writer
-is part of every run rather than an optional callback because results on disk are the
-product. `report` rebuilds the tables and plot from the per-sample records.
+`predict` is LightningCLI (YAML config, `--print_config`, dotted overrides); the writer and
+the scoring callback are part of every run rather than optional callbacks because results
+on disk are the product. Before any process starts, the run folder is claimed (checked
+against this configuration, locked) so that a user mistake stops the run with one line.
+`report` rebuilds the tables and plot from the per-sample records.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import warnings
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, ConfigError
 from .module import G4SegModule
+from .scoring import Scoring
 from .writer import ResultWriter
 
 
@@ -25,22 +30,33 @@ class G4SegCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ResultWriter, "writer")
+        parser.add_lightning_class_args(Scoring, "scoring")
         parser.add_argument("--output_dir", type=str, default="outputs/run", help="run folder; a rerun resumes")
         parser.add_argument("--save_generated", type=bool, default=False, help="write the generated images")
+        parser.add_argument("--fresh", type=bool, default=False,
+                            help="if output_dir holds another run, move it to OUTDIR.old-N and start again")  # fmt: skip
         parser.link_arguments("output_dir", "writer.output_dir")
+        parser.link_arguments("output_dir", "scoring.output_dir")
         parser.link_arguments("save_generated", "writer.save_generated")
+        parser.link_arguments("fresh", "writer.fresh")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.set_defaults({"trainer.logger": False, "trainer.enable_checkpointing": False})
 
     def before_predict(self) -> None:
-        """The resolved config (every default filled in) goes into run.json, so a run folder
-        says exactly what produced it."""
-        import json
-
+        """Checks that need no model output, before any work and before DDP processes start:
+        the dataset's ids, enough samples for every process, and the run folder (its
+        fingerprint and lock). The resolved config (every default filled in) goes into run.json."""
         config = json.loads(self._parser("predict").dump(self.config["predict"], format="json", skip_none=False))
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, ResultWriter):
-                callback.config = config
+        writer = next(c for c in self.trainer.callbacks if isinstance(c, ResultWriter))
+        writer.config = config
+        ids = self.datamodule.ids
+        world = self.trainer.world_size
+        if world > len(ids):
+            raise ConfigError(
+                f"{world} processes need at least {world} samples, the dataset has {len(ids)}; "
+                f"use --trainer.devices {len(ids)} (or fewer)"
+            )
+        writer.claim(self.trainer, self.model, self.datamodule)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
@@ -60,12 +76,32 @@ def report_main(argv: list[str]) -> None:
     print(table)
 
 
+def user_error(exc: BaseException | None) -> BaseException | None:
+    """The user-fixable error behind `exc`, also when a library wrapped or chained it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, USER_ERRORS):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """The message alone; a DataLoader worker re-raises with its traceback in the message."""
+    text = str(exc).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(("g4seg.", "datamodules.", "strategies.")) else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "report":
-        return report_main(args[1:])
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
     try:
+        if args and args[0] == "report":
+            return report_main(args[1:])
         G4SegCLI(
             G4SegModule,
             subclass_mode_data=True,
@@ -73,8 +109,15 @@ def main(argv: list[str] | None = None) -> None:
             args=argv,  # None: LightningCLI reads sys.argv itself
             seed_everything_default=0,
         )
-    except USER_ERRORS as e:
-        print(f"g4seg: error: {e}", file=sys.stderr)
+    except BaseException as e:  # noqa: BLE001 - the user error may be wrapped by jsonargparse/Lightning
+        if isinstance(e, SystemExit):
+            raise
+        found = user_error(e)
+        if found is None:
+            raise
+        rank = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
+        prefix = "g4seg: error: " if rank == "0" else f"g4seg: error (process {rank}): "
+        print(prefix + one_line(found), file=sys.stderr)
         sys.exit(2)
 
 

@@ -13,4 +13,14 @@ class ConfigError(ValueError):
     """A configuration that cannot work (unknown injector, duplicate strategy names, ...)."""
 
 
+
+
+class RunFolderError(ConfigError):
+    """An output folder that cannot take this run (another configuration, locked, not writable)."""
+
+
+class RecordError(DataError):
+    """A per-sample record on disk that cannot be read back."""
+
+
 USER_ERRORS = (DataError, ModelNotFoundError, ConfigError)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from .errors import ConfigError
 from .types import BASELINE, IGNORE_INDEX, SampleResult, SourceCounts
 
 DEFAULT_EDGES = (0.0, 40.0, 80.0, 100.0)
@@ -60,7 +61,7 @@ class StratifiedIoU(Metric):
         super().__init__(**kwargs)
         edges = [float(e) for e in edges]
         if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-            raise ValueError(f"strata edges must be increasing, at least two, got {edges}")
+            raise ConfigError(f"strata edges (model.strata_edges) must be increasing, at least two, got {edges}")
         self.num_classes, self.edges = num_classes, edges
         s = len(edges) - 1
         self.add_state("inter", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")

@@ -10,19 +10,31 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import RecordError
 from .types import SampleResult, SourceCounts
 
 RECORDS = "records"
 MANIFEST = "run.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, then rename: a killed run never leaves half a file."""
+    """Temp file in the same folder, then rename: a killed run never leaves half a file.
+    The file gets the mode a plain open() would give (0666 less the umask), not mkstemp's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -72,12 +84,31 @@ def from_record(record: dict) -> SampleResult:
     )
 
 
-def load_records(out_dir: Path) -> list[dict]:
-    folder = out_dir / RECORDS
+REQUIRED = ("id", "counts", "initial_iou")
+
+
+def load_records(out_dir: Path, ids: list[str] | None = None) -> list[dict]:
+    """The records of `ids` (all records when None), each once, in id order.
+
+    Records of other ids in the folder are not counted: numbers cover exactly the dataset
+    being scored.
+    """
+    folder = Path(out_dir) / RECORDS
+    wanted = None if ids is None else {safe_name(i): i for i in ids}
     records = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if wanted is not None and path.stem not in wanted:
+            continue
         try:
-            records.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: corrupt record ({e}); delete it to recompute that sample") from None
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RecordError(f"{path}: corrupt record ({e}); delete it to recompute that sample") from None
+        if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
+            raise RecordError(f"{path}: not a complete record (needs {', '.join(REQUIRED)}); delete it to recompute that sample")
+        if safe_name(str(record["id"])) != path.stem:
+            raise RecordError(f"{path}: holds sample {record['id']!r}, not {path.stem!r}; delete it to recompute that sample")
+        records.append(record)
+    if wanted is not None:
+        order = {i: n for n, i in enumerate(ids)}
+        records.sort(key=lambda r: order[r["id"]])
     return records

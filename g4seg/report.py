@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import ConfigError, RunFolderError
 from .metrics import StrategyMetrics
 from .records import MANIFEST, atomic_write_bytes, atomic_write_json, from_record, load_records
+from .runfolder import read_manifest
 
 
 def fmt(x: float | None) -> str:
@@ -119,16 +120,19 @@ def write_report(out_dir: Path, metrics: dict, seconds: dict[str, float] | None 
 
 
 def rebuild(out_dir: Path, edges: Sequence[float] | None = None) -> tuple[dict, str]:
-    """Metrics and report from the records of a (finished or interrupted) run."""
+    """Metrics and report from the records of a (finished or interrupted) run: exactly the
+    ids the run scores (run.json), each once."""
     out_dir = Path(out_dir)
-    manifest_path = out_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{out_dir}: no {MANIFEST}; is this a g4seg predict output folder?")
-    manifest = json.loads(manifest_path.read_text())
-    records = load_records(out_dir)
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        raise RunFolderError(f"{out_dir}: no {MANIFEST}; not a g4seg predict output folder")
+    records = load_records(out_dir, manifest.get("ids"))
     if not records:
-        raise ValueError(f"{out_dir}: no per-sample records yet")
-    metrics = StrategyMetrics(manifest["strategies"], len(manifest["class_names"]), edges or manifest["strata_edges"])
+        raise RunFolderError(f"{out_dir}: no per-sample records yet")
+    try:
+        metrics = StrategyMetrics(manifest["strategies"], len(manifest["class_names"]), edges or manifest["strata_edges"])
+    except ValueError as e:
+        raise ConfigError(f"--edges: {e}") from None
     for record in records:
         metrics.update(from_record(record))
     result = finish(metrics.compute(manifest["class_names"]), records)

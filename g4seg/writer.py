@@ -1,15 +1,14 @@
-"""Writes results as they are made, and lets a rerun pick up where a run stopped.
+"""Writes results as they are made, and tells a rerun which samples are done.
 
 Each sample's masks are written first and its record last, each atomically, so a record
-on disk means the sample is complete. On start the writer tells the datamodule which
-ids are done (they are not loaded again) and restores their counts into the metric on
-rank 0 only, so after DDP reduction every sample is counted exactly once.
+on disk means the sample is complete. The writer only writes and reads files: the numbers
+are computed in `scoring.py`, and whether this folder may take this run at all is decided
+in `runfolder.py`.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
-from .records import (
-    MANIFEST,
-    atomic_write_bytes,
-    atomic_write_json,
-    from_record,
-    load_records,
-    record_path,
-    safe_name,
-    to_record,
-)
-from .report import finish, mean_seconds, write_report
+from . import runfolder
+from .records import atomic_write_bytes, atomic_write_json, load_records, record_path, safe_name, to_record
 from .types import SampleResult
 
 
@@ -61,56 +51,72 @@ def label_png(labels: np.ndarray) -> bytes:
     return png_bytes(im)
 
 
+def run_ids(trainer) -> list[str] | None:
+    dm = getattr(trainer, "datamodule", None)
+    return list(dm.ids) if dm is not None and hasattr(dm, "ids") else None
+
+
 class ResultWriter(BasePredictionWriter):
     """Masks (VOC palette PNGs), generated images and per-sample records under `output_dir`.
 
     Args:
-        output_dir: run folder; rerunning into it resumes.
+        output_dir: run folder; rerunning the same configuration into it resumes.
         save_masks: write a label PNG per sample and source (baseline and each strategy).
         save_generated: write the injectors' generated images (one per sample and class).
+        fresh: if the folder holds another run, move it to OUTDIR.old-N instead of refusing.
     """
 
-    def __init__(self, output_dir: str = "outputs/run", save_masks: bool = True, save_generated: bool = False) -> None:
+    def __init__(self, output_dir: str = "outputs/run", save_masks: bool = True, save_generated: bool = False,
+                 fresh: bool = False) -> None:  # fmt: skip
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.save_masks = save_masks
         self.save_generated = save_generated
-        self.previous: list[dict] = []
+        self.fresh = fresh
         self.config: dict | None = None  # the resolved CLI config, when run from the CLI
+        self.lock: runfolder.FolderLock | None = None
+        self.claimed = False
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        out = self.output_dir
-        manifest = {
-            "strategies": pl_module.strategy_names,
-            "class_names": list(pl_module.class_names or trainer.datamodule.class_names),
-            "strata_edges": pl_module.strata_edges,
-        }
+    def manifest(self, pl_module, ids: list[str]) -> dict:
+        strategies, classes, edges = pl_module.strategy_names, list(pl_module.class_names), pl_module.strata_edges
+        manifest = {"strategies": strategies, "class_names": classes, "strata_edges": edges, "ids": ids}
+        manifest["fingerprint"] = runfolder.fingerprint(self.config, ids, strategies, classes, edges)
         if self.config is not None:
             manifest["config"] = self.config
-        path = out / MANIFEST
-        if path.is_file():
-            old = json.loads(path.read_text())
-            for key in ("strategies", "class_names"):
-                if old.get(key) != manifest[key]:
-                    raise ValueError(
-                        f"{out} holds a run with other {key} ({old.get(key)} vs {manifest[key]}); "
-                        "use another output folder or delete this one"
-                    )
-        trainer.strategy.barrier("g4seg-manifest-read")
-        if trainer.is_global_zero:
-            atomic_write_json(path, manifest)
-        self.previous = load_records(out)
-        done = frozenset(r["id"] for r in self.previous)
+        return manifest
+
+    def claim(self, trainer, pl_module, datamodule=None) -> None:
+        """Before any work (the CLI calls it before DDP processes start): the main process
+        locks the folder and writes run.json; other processes only check that it matches."""
+        if self.claimed:
+            return
+        datamodule = datamodule if datamodule is not None else trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "ids"):
+            raise ValueError("ResultWriter needs a datamodule with an `ids` list")
+        ids = list(datamodule.ids)
+        if pl_module.class_names is None:
+            pl_module.class_names = list(datamodule.class_names)
+        manifest = self.manifest(pl_module, ids)
+        if trainer.global_rank == 0:
+            self.lock = runfolder.claim(self.output_dir, manifest, self.fresh)
+        else:
+            runfolder.check_resumable(self.output_dir, manifest)
+        self.claimed = True
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.claimed and trainer.world_size > 1:
+            # without the CLI: every rank checks the same files first, so all reach the same verdict
+            if pl_module.class_names is None:
+                pl_module.class_names = list(trainer.datamodule.class_names)
+            runfolder.check_resumable(self.output_dir, self.manifest(pl_module, run_ids(trainer) or []))
+            trainer.strategy.barrier("g4seg-run-checked")
+        self.claim(trainer, pl_module)
+        done = frozenset(r["id"] for r in load_records(self.output_dir, run_ids(trainer)))
         if done:
-            rank_zero_info(f"g4seg: resuming in {out}: {len(done)} samples already done, skipping them")
+            rank_zero_info(f"g4seg: resuming in {self.output_dir}: {len(done)} samples already done, skipping them")
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "done_ids"):
             dm.done_ids = done
-
-    def on_predict_start(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            for record in self.previous:
-                pl_module.metrics.update(from_record(record))
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         for result in prediction or []:
@@ -128,10 +134,7 @@ class ResultWriter(BasePredictionWriter):
                     atomic_write_bytes(path, png_bytes(Image.fromarray(image.numpy())))
         atomic_write_json(record_path(self.output_dir, result.id), to_record(result))
 
-    def on_predict_epoch_end(self, trainer, pl_module) -> None:
-        metrics = pl_module.metrics.compute(pl_module.class_names)  # collective: every rank
-        trainer.strategy.barrier("g4seg-records-written")
-        if trainer.is_global_zero:
-            records = load_records(self.output_dir)
-            table = write_report(self.output_dir, finish(metrics, records), mean_seconds(records))
-            print(f"\n{table}\nresults in {self.output_dir}/ (metrics.json, metrics.csv, summary.md, strata.png)")
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

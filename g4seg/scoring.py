@@ -1,0 +1,44 @@
+"""Where the numbers come from: the one place that feeds the metrics and writes the report.
+
+During the run the module feeds each new SampleResult to its `StrategyMetrics`
+(torchmetrics states: integer sums, so DDP reduction is exact). This callback adds the
+samples finished by an earlier run (from their records, on rank 0 only, so that after the
+reduction every sample counts once), computes the metrics at the end of the epoch (a
+collective, on every rank) and has rank 0 write metrics.json, the CSV, the table and the
+plot. `g4seg report` recomputes the same from the records alone (`report.rebuild`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+from .records import from_record, load_records
+from .report import finish, mean_seconds, write_report
+
+
+class Scoring(Callback):
+    """Args:
+    output_dir: the run folder (records in, report out).
+    """
+
+    def __init__(self, output_dir: str = "outputs/run") -> None:
+        self.output_dir = Path(output_dir)
+        self.ids: list[str] | None = None
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        self.ids = list(dm.ids) if dm is not None and hasattr(dm, "ids") else None
+        if trainer.is_global_zero:
+            for record in load_records(self.output_dir, self.ids):
+                if record["id"] in getattr(dm, "done_ids", ()):
+                    pl_module.metrics.update(from_record(record))
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        metrics = pl_module.metrics.compute(pl_module.class_names)  # collective: every rank
+        trainer.strategy.barrier("g4seg-records-written")
+        if trainer.is_global_zero:
+            records = load_records(self.output_dir, self.ids)
+            table = write_report(self.output_dir, finish(metrics, records), mean_seconds(records))
+            print(f"\n{table}\nresults in {self.output_dir}/ (metrics.json, metrics.csv, summary.md, strata.png)")
