@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from g4seg.softening import soft_probs
 from g4seg.types import IGNORE_INDEX, ClassProbs
 
 from .io import DataError, read_label_map, read_probabilities
@@ -33,20 +34,22 @@ def probs_from_labels(
 ) -> ClassProbs:
     """Per-class probabilities from a hard label map.
 
-    Blurring the one-hot maps gives soft boundaries like a CAM's (channels still sum to 1;
-    the argmax moves only where structures are thinner than the blur); `confidence` < 1 mixes in a uniform floor so that a
-    CRF's unaries are not infinitely sure. Label 255 (unknown) becomes uniform.
+    `soften_sigma` > 0 gives soft boundaries like a CAM's: a sigmoid of the signed distance
+    to each class's boundary with that temperature in pixels (`g4seg.softening`). Unlike a blur it keeps every pixel's argmax, so a
+    small or thin object keeps its pixels and the coarse mask's IoU is what was asked for.
+    `confidence` < 1 mixes in a uniform floor so that a CRF's unaries are not infinitely
+    sure. Label 255 (unknown) becomes uniform.
     """
     ids = np.asarray(class_ids, dtype=np.int64)
-    onehot = (labels[None] == ids[:, None, None]).astype(np.float32)
     unknown = labels == IGNORE_INDEX
-    onehot[:, unknown] = 1.0 / len(ids)
     if soften_sigma > 0:
-        onehot = np.stack([cv2.GaussianBlur(ch, (0, 0), soften_sigma) for ch in onehot])
-        onehot /= np.clip(onehot.sum(0, keepdims=True), 1e-6, None)
+        probs = soft_probs(labels, ids, soften_sigma)
+    else:
+        probs = (labels[None] == ids[:, None, None]).astype(np.float32)
+    probs[:, unknown] = 1.0 / len(ids)
     if confidence < 1.0:
-        onehot = confidence * onehot + (1.0 - confidence) / len(ids)
-    return ClassProbs(torch.from_numpy(ids), torch.from_numpy(np.clip(onehot, 0.0, 1.0)))
+        probs = confidence * probs + (1.0 - confidence) / len(ids)
+    return ClassProbs(torch.from_numpy(ids), torch.from_numpy(np.clip(probs, 0.0, 1.0).astype(np.float32)))
 
 
 class CoarseSource(ABC):
@@ -61,7 +64,7 @@ class CoarseFromFiles(CoarseSource):
 
     Args:
         folder: where the files lie, named by sample id.
-        soften_sigma: Gaussian blur (pixels) turning hard label PNGs into soft maps.
+        soften_sigma: softening width (pixels) turning hard label PNGs into soft maps (labels kept).
         confidence: probability given to the labelled class of a hard label PNG.
     """
 
@@ -133,6 +136,9 @@ class SyntheticDegradation(CoarseSource):
         labels = np.zeros(gt.shape, dtype=np.int64)
         for c in sorted(classes, key=lambda c: -int(masks[c].sum())):  # small objects painted last stay visible
             labels[masks[c]] = c
+        for c in classes:  # a class covered entirely by a smaller one's blob gets its own pixels back
+            if not (labels == c).any():
+                labels[masks[c] & (filled == c)] = c
         return probs_from_labels(labels, [0, *classes], self.soften_sigma, self.confidence)
 
     def degrade_class(self, sample_id: str, class_id: int, mask: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -154,7 +160,13 @@ class SyntheticDegradation(CoarseSource):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if iou(mid) > target else (lo, mid)
         strength = lo if abs(iou(lo) - target) <= abs(iou(hi) - target) else hi
-        return fields.apply(mask, strength, self.ops)
+        degraded = fields.apply(mask, strength, self.ops)
+        for _ in range(20):  # never erase a class the ground truth has: weaken until something is left
+            if degraded.any() or not mask.any():
+                break
+            strength /= 2
+            degraded = fields.apply(mask, strength, self.ops)
+        return degraded if degraded.any() else mask.copy()
 
 
 def fill_ignored(gt: np.ndarray) -> np.ndarray:

@@ -20,9 +20,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def find_image(image_dir: Path, sample_id: str) -> Path:
     for suffix in IMAGE_SUFFIXES:
-        path = image_dir / f"{sample_id}{suffix}"
-        if path.exists():
-            return path
+        for variant in (suffix, suffix.upper()):
+            path = image_dir / f"{sample_id}{variant}"
+            if path.exists():
+                return path
     raise DataError(f"{image_dir}: no image for sample {sample_id!r} (tried {', '.join(IMAGE_SUFFIXES)})")
 
 

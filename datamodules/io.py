@@ -60,13 +60,13 @@ def read_probabilities(path: Path, num_classes: int, size: tuple[int, int]) -> t
     """
     try:
         if path.suffix == ".npz":
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 if "probs" not in z:
                     raise DataError(f"{path}: .npz needs an array named 'probs' [K, H, W], has {list(z.keys())}")
                 probs = np.asarray(z["probs"], dtype=np.float32)
-                class_ids = np.asarray(z["class_ids"], dtype=np.int64) if "class_ids" in z else None
+                class_ids = integer_ids(path, z["class_ids"]) if "class_ids" in z else None
         else:
-            probs = np.load(path).astype(np.float32)
+            probs = np.load(path, allow_pickle=False).astype(np.float32)
             class_ids = None
     except FileNotFoundError:
         raise DataError(f"{path}: probability file is missing") from None
@@ -74,11 +74,18 @@ def read_probabilities(path: Path, num_classes: int, size: tuple[int, int]) -> t
         raise DataError(f"{path}: cannot read probability array ({e})") from None
     if probs.ndim != 3:
         raise DataError(f"{path}: probabilities must be [C, H, W], got shape {probs.shape}")
-    check_size(path, probs.shape[1:], size, "probability map")
-    if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+    if probs.shape[0] > probs.shape[2] and probs.shape[2] <= num_classes and tuple(probs.shape[:2]) == tuple(size):
         raise DataError(
-            f"{path}: probabilities must lie in [0, 1], found range [{np.nanmin(probs):.3g}, {np.nanmax(probs):.3g}]"
+            f"{path}: probabilities look stored as [H, W, C] {probs.shape}; save them as [C, H, W] "
+            "(numpy: probs.transpose(2, 0, 1))"
         )
+    check_size(path, probs.shape[1:], size, "probability map")
+    finite = np.isfinite(probs)
+    if not finite.all():
+        kinds = sorted({"NaN" if np.isnan(v) else "inf" for v in probs[~finite][:1000]})
+        raise DataError(f"{path}: probabilities hold {' and '.join(kinds)} at {int((~finite).sum())} values; fix the file")
+    if probs.min() < 0 or probs.max() > 1:
+        raise DataError(f"{path}: probabilities must lie in [0, 1], found range [{probs.min():.3g}, {probs.max():.3g}]")
     if class_ids is None:
         if probs.shape[0] != num_classes:
             raise DataError(
@@ -96,7 +103,22 @@ def read_probabilities(path: Path, num_classes: int, size: tuple[int, int]) -> t
             raise DataError(f"{path}: class_ids {class_ids.tolist()} outside 0..{num_classes - 1}")
         if class_ids[0] != 0:
             raise DataError(f"{path}: class_ids must start with background (0), got {class_ids.tolist()}")
-    return class_ids, probs
+        if len(np.unique(class_ids)) != len(class_ids):
+            raise DataError(f"{path}: class_ids {class_ids.tolist()} list a class more than once")
+    if not probs.any(axis=0).any():
+        raise DataError(f"{path}: probabilities are 0 everywhere for every class; nothing to refine")
+    return class_ids.astype(np.int64), probs
+
+
+def integer_ids(path: Path, raw: np.ndarray) -> np.ndarray:
+    """class_ids as stored must be whole numbers: 3.7 is a mistake, not class 3."""
+    ids = np.asarray(raw)
+    if ids.ndim != 1:
+        raise DataError(f"{path}: 'class_ids' must be one-dimensional, got shape {ids.shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        if not np.issubdtype(ids.dtype, np.floating) or not np.all(np.isfinite(ids)) or np.any(ids != np.round(ids)):
+            raise DataError(f"{path}: 'class_ids' must be whole numbers, got {ids.tolist()[:10]}")
+    return ids.astype(np.int64)
 
 
 def check_size(path: Path, got: tuple[int, ...], want: tuple[int, int], what: str) -> None:

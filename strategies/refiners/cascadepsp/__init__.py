@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from g4seg.interfaces import Refiner
-from g4seg.errors import ModelNotFoundError
+from g4seg.errors import ConfigError, ModelNotFoundError
 from g4seg.types import ClassProbs, Generated, Sample
 
 from .inference import refine_masks
@@ -73,12 +73,24 @@ class CascadePSP(Refiner):
 
 def load_checkpoint(net: RefinementNetwork, path: str) -> None:
     """Official file, or a training checkpoint of scripts/train_cascadepsp.py ("net." keys)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
-        net.load_state_dict(state, strict=True)
-    else:
-        load_official(net, path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # a user file: tensors and plain data only
+    except Exception as e:  # noqa: BLE001 - unpickling raises many types
+        raise ModelNotFoundError(f"{path}: not a readable CascadePSP checkpoint ({type(e).__name__}). {OFFICIAL_HINT}") from None
+    try:
+        if isinstance(state, dict) and "state_dict" in state:
+            state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
+            net.load_state_dict(state, strict=True)
+        elif isinstance(state, dict):
+            net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        else:
+            raise RuntimeError(f"holds a {type(state).__name__}, not a state dict")
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(
+            f"{path}: does not fit a CascadePSP network of base {net.base}, layers {list(net.layers)} ({first}); "
+            "set base/layers to the checkpoint's (official: 64, [3, 4, 6, 3]; tiny: 8, [1, 1, 1, 1])"
+        ) from None
 
 
 __all__ = ["CascadePSP", "RefinementNetwork", "load_official", "refine_masks", "tiny_network"]

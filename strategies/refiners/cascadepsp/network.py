@@ -95,6 +95,7 @@ class RefinementNetwork(nn.Module):
 
     def __init__(self, base: int = 64, layers: tuple[int, ...] = (3, 4, 6, 3)) -> None:
         super().__init__()
+        self.base, self.layers = base, tuple(layers)
         deep, psp = base * 32, base * 16  # 2048 and 1024 at base 64
         hidden = base // 2
         self.feats = Backbone(base, layers)
