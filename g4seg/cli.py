@@ -87,6 +87,20 @@ def user_error(exc: BaseException | None) -> BaseException | None:
     return None
 
 
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+
+
+def peer_failed(exc: BaseException | None) -> bool:
+    """A collective broke because another process of a DDP run stopped (it printed why)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, RuntimeError) and any(p in str(exc) for p in PEER_GONE):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def one_line(exc: BaseException) -> str:
     """The message alone; a DataLoader worker re-raises with its traceback in the message."""
     text = str(exc).strip()
@@ -113,9 +127,13 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(e, SystemExit):
             raise
         found = user_error(e)
+        rank = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
+        if found is None and peer_failed(e):
+            print(f"g4seg: process {rank} stopped: another process of this DDP run failed (its error is above)",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(2)
         if found is None:
             raise
-        rank = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
         prefix = "g4seg: error: " if rank == "0" else f"g4seg: error (process {rank}): "
         print(prefix + one_line(found), file=sys.stderr)
         sys.exit(2)

@@ -98,5 +98,6 @@ def test_resume_refuses_other_strategies(tmp_path, one_process_run):
         json.dumps([{"name": "other", "refiners": [{"class_path": "strategies.refiners.Identity"}]}]),
         check=False,
     )
-    assert proc.returncode != 0
-    assert "holds a run with other strategies" in proc.stderr
+    assert proc.returncode == 2
+    assert "holds a run with another configuration (differs in: " in proc.stderr
+    assert "Traceback" not in proc.stderr
