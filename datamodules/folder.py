@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from g4seg.errors import ConfigError
-from g4seg.types import Sample, Skipped
+from g4seg.types import AlreadyDone, Sample
 
 from .classes import resolve_classes
 from .coarse import CoarseSource, SyntheticDegradation
@@ -28,7 +28,7 @@ def find_image(image_dir: Path, sample_id: str) -> Path:
 
 
 class FolderDataset(Dataset):
-    """Samples of a VOC-layout folder; yields `Skipped` for ids finished in an earlier run."""
+    """Samples of a VOC-layout folder; yields `AlreadyDone` for ids finished in an earlier run."""
 
     def __init__(
         self,
@@ -47,10 +47,10 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> Sample | Skipped:
+    def __getitem__(self, index: int) -> Sample | AlreadyDone:
         sample_id = self.ids[index]
         if sample_id in self.done_ids:
-            return Skipped(sample_id)
+            return AlreadyDone(sample_id)
         image = read_image(find_image(self.image_dir, sample_id))
         gt = read_label_map(self.gt_dir / f"{sample_id}.png", len(self.class_names), image.shape[:2], "ground truth")
         coarse = self.coarse.make(sample_id, image, gt, len(self.class_names))

@@ -115,7 +115,7 @@ class SampleCountMetric(Metric):
             self.scored += 1
 
     def compute(self) -> dict:
-        return {"num_samples": int(self.scored + self.skipped), "num_skipped": int(self.skipped)}
+        return {"num_samples": int(self.scored + self.skipped), "num_unscored": int(self.skipped)}
 
 
 class StrategyMetrics(nn.Module):
@@ -130,8 +130,8 @@ class StrategyMetrics(nn.Module):
         self.samples = SampleCountMetric()
 
     def update(self, result: SampleResult) -> None:
-        self.samples.update(result.skipped_reason is not None)
-        if result.skipped_reason is not None:
+        self.samples.update(result.unscored_reason is not None)
+        if result.unscored_reason is not None:
             return
         for name, metric in self.sources.items():
             metric.update(result.counts[name], result.initial_iou)

@@ -18,7 +18,7 @@ from torch import nn
 from .errors import ConfigError
 from .interfaces import Chain, Injector, Refiner
 from .metrics import DEFAULT_EDGES, StrategyMetrics, initial_ious, pixel_counts
-from .types import BASELINE, IGNORE_INDEX, Generated, Sample, SampleResult, Skipped
+from .types import BASELINE, IGNORE_INDEX, AlreadyDone, Generated, Sample, SampleResult
 
 
 @dataclass
@@ -98,7 +98,7 @@ class G4SegModule(L.LightningModule):
         """Records stay on the CPU; each strategy moves what it needs to its own device."""
         return batch
 
-    def predict_step(self, batch: Sequence[Sample | Skipped], batch_idx: int = 0) -> list[SampleResult]:
+    def predict_step(self, batch: Sequence[Sample | AlreadyDone], batch_idx: int = 0) -> list[SampleResult]:
         samples = [s for s in batch if isinstance(s, Sample)]
         scored = [s for s in samples if not bool((s.gt == IGNORE_INDEX).all())]
         generated, seconds = self.generate(scored)
@@ -108,7 +108,7 @@ class G4SegModule(L.LightningModule):
             if sample.id in scored_ids:
                 result = self.refine_sample(sample, generated, seconds)
             else:
-                result = SampleResult(sample.id, {}, {}, {}, skipped_reason="ground truth is all ignore (255)")
+                result = SampleResult(sample.id, {}, {}, {}, unscored_reason="ground truth is all ignore (255)")
             self.metrics.update(result)
             results.append(result)
         return results

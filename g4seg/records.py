@@ -57,7 +57,7 @@ def record_path(out_dir: Path, sample_id: str) -> Path:
 def to_record(result: SampleResult) -> dict:
     return {
         "id": result.id,
-        "skipped_reason": result.skipped_reason,
+        "unscored_reason": result.unscored_reason,
         "initial_iou": {str(c): v for c, v in result.initial_iou.items()},
         "counts": {
             name: {"inter": {str(c): n for c, n in sc.inter.items()}, "union": {str(c): n for c, n in sc.union.items()}}
@@ -80,7 +80,7 @@ def from_record(record: dict) -> SampleResult:
         seconds=record.get("seconds", {}),
         random_weights=record.get("random_weights", []),
         notes=record.get("notes", {}),
-        skipped_reason=record.get("skipped_reason"),
+        unscored_reason=record.get("unscored_reason", record.get("skipped_reason")),  # older records: skipped_reason
     )
 
 

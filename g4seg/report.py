@@ -45,7 +45,7 @@ def rows(metrics: dict) -> list[dict]:
 def markdown(metrics: dict, seconds: dict[str, float] | None = None) -> str:
     seconds = seconds or {}
     lines = [
-        f"samples: {metrics['num_samples']} (skipped: {metrics['num_skipped']})",
+        f"samples: {metrics['num_samples']} (not scored, ground truth all ignore: {metrics['num_unscored']})",
         "",
         "| strategy | initial IoU | instances | mIoU baseline | mIoU refined | gain | s/image |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -58,7 +58,7 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None) -> str:
         )
     if metrics.get("random_weights"):
         lines += ["", f"NOTE: random (untrained) weights were used by: {', '.join(metrics['random_weights'])}."]
-    scored = metrics["num_samples"] - metrics["num_skipped"]
+    scored = metrics["num_samples"] - metrics["num_unscored"]
     for name, notes in metrics.get("notes", {}).items():
         for text, count in notes.items():
             lines += [f"NOTE: {name}: {text} on {count}/{scored} samples."]

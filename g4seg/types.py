@@ -67,8 +67,9 @@ class Sample:
 
 
 @dataclass
-class Skipped:
-    """Stand-in for a sample whose results are already on disk (resume).
+class AlreadyDone:
+    """Stand-in for a sample whose results are already on disk (resume); not to be confused
+    with a sample that is loaded but not scored (`SampleResult.unscored_reason`).
 
     The dataset yields it instead of loading the image so that samplers keep their length
     (Lightning's unrepeated DDP sampler asserts every rank gets a sample).
@@ -119,7 +120,7 @@ class SampleResult:
     seconds: dict[str, float] = field(default_factory=dict)  # strategy -> wall time spent on this sample
     random_weights: list[str] = field(default_factory=list)  # strategies that ran untrained models
     notes: dict[str, list[str]] = field(default_factory=dict)  # strategy -> what its refiners did to the input
-    skipped_reason: str | None = None  # e.g. GT all ignore: counted, not scored
+    unscored_reason: str | None = None  # e.g. GT all ignore: counted, not scored
 
 
 BASELINE = "baseline"

@@ -30,7 +30,7 @@ def test_cli_demo_end_to_end(tmp_path):
     proc = run_cli(*DEMO_ARGS, "--output_dir", str(out))
     assert "| densecrf | all |" in proc.stdout, proc.stdout
     metrics = read_metrics(out)
-    assert metrics["num_samples"] == 8 and metrics["num_skipped"] == 0
+    assert metrics["num_samples"] == 8 and metrics["num_unscored"] == 0
     assert set(metrics["strategies"]) == {"identity", "densecrf"}
     for name, m in metrics["strategies"].items():
         assert {"miou_baseline", "miou_refined", "strata"} <= set(m)
