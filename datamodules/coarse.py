@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from g4seg.softening import soft_probs
 from g4seg.types import IGNORE_INDEX, ClassProbs
 
 from .io import DataError, read_label_map, read_probabilities
@@ -34,19 +33,23 @@ def probs_from_labels(
 ) -> ClassProbs:
     """Per-class probabilities from a hard label map.
 
-    `soften_sigma` > 0 gives soft boundaries like a CAM's: a sigmoid of the signed distance
-    to each class's boundary with that temperature in pixels (`g4seg.softening`). Unlike a blur it keeps every pixel's argmax, so a
-    small or thin object keeps its pixels and the coarse mask's IoU is what was asked for.
-    `confidence` < 1 mixes in a uniform floor so that a CRF's unaries are not infinitely
-    sure. Label 255 (unknown) becomes uniform.
+    `soften_sigma` > 0 blurs the one-hot maps (Gaussian, pixels) into soft boundaries like a
+    CAM's, then keeps every pixel's label the most probable one (the labelled class is
+    raised just above the pixel's largest other value where the blur had overtaken it), so
+    small or thin objects are never blurred away and the coarse mask's IoU is the one asked
+    for. `confidence` < 1 mixes in a uniform floor so that a CRF's unaries are not
+    infinitely sure. Label 255 (unknown) becomes uniform.
     """
     ids = np.asarray(class_ids, dtype=np.int64)
-    unknown = labels == IGNORE_INDEX
+    hard = labels[None] == ids[:, None, None]
+    probs = hard.astype(np.float32)
     if soften_sigma > 0:
-        probs = soft_probs(labels, ids, soften_sigma)
-    else:
-        probs = (labels[None] == ids[:, None, None]).astype(np.float32)
-    probs[:, unknown] = 1.0 / len(ids)
+        probs = np.stack([cv2.GaussianBlur(ch, (0, 0), soften_sigma) for ch in probs])
+        probs /= np.clip(probs.sum(0, keepdims=True), 1e-6, None)
+        top = probs.max(0, keepdims=True)
+        probs = np.where(hard & (probs < top), top + 1e-3, probs)
+        probs /= probs.sum(0, keepdims=True)
+    probs[:, labels == IGNORE_INDEX] = 1.0 / len(ids)
     if confidence < 1.0:
         probs = confidence * probs + (1.0 - confidence) / len(ids)
     return ClassProbs(torch.from_numpy(ids), torch.from_numpy(np.clip(probs, 0.0, 1.0).astype(np.float32)))
@@ -64,7 +67,7 @@ class CoarseFromFiles(CoarseSource):
 
     Args:
         folder: where the files lie, named by sample id.
-        soften_sigma: softening width (pixels) turning hard label PNGs into soft maps (labels kept).
+        soften_sigma: Gaussian blur (pixels) turning hard label PNGs into soft maps (labels kept).
         confidence: probability given to the labelled class of a hard label PNG.
     """
 

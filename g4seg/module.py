@@ -109,7 +109,6 @@ class G4SegModule(L.LightningModule):
                 result = self.refine_sample(sample, generated, seconds)
             else:
                 result = SampleResult(sample.id, {}, {}, {}, unscored_reason="ground truth is all ignore (255)")
-            self.metrics.update(result)
             results.append(result)
         return results
 

@@ -22,7 +22,7 @@ from .records import MANIFEST, atomic_write_json
 FINGERPRINT_VERSION = 1
 # resolved-config keys that cannot change a number (prefixes of dotted keys)
 NOT_NUMBERS = (
-    "trainer", "output_dir", "save_generated", "fresh", "writer", "ckpt_path", "return_predictions", "config",
+    "trainer", "output_dir", "save_generated", "fresh", "writer", "scoring", "ckpt_path", "return_predictions", "config",
     "data.init_args.batch_size", "data.init_args.num_workers",
 )  # fmt: skip
 LOCK = ".lock"

@@ -1,11 +1,12 @@
 """Where the numbers come from: the one place that feeds the metrics and writes the report.
 
-During the run the module feeds each new SampleResult to its `StrategyMetrics`
-(torchmetrics states: integer sums, so DDP reduction is exact). This callback adds the
-samples finished by an earlier run (from their records, on rank 0 only, so that after the
-reduction every sample counts once), computes the metrics at the end of the epoch (a
-collective, on every rank) and has rank 0 write metrics.json, the CSV, the table and the
-plot. `g4seg report` recomputes the same from the records alone (`report.rebuild`).
+The module turns each sample into a SampleResult (label maps and per-class pixel counts,
+`metrics.pixel_counts`). This callback feeds each new result to the module's
+`StrategyMetrics` (torchmetrics states: integer sums, so DDP reduction is exact; they live
+on the module so that Lightning puts them on its device), adds the samples finished by an
+earlier run (from their records, on rank 0 only, so that after the reduction every sample
+counts once), computes the metrics at the end of the epoch (a collective, on every rank)
+and has rank 0 write metrics.json, the CSV, the table and the plot. `g4seg report` recomputes the same from the records alone (`report.rebuild`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Scoring(Callback):
             for record in load_records(self.output_dir, self.ids):
                 if record["id"] in getattr(dm, "done_ids", ()):
                     pl_module.metrics.update(from_record(record))
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        for result in outputs or []:
+            pl_module.metrics.update(result)
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         metrics = pl_module.metrics.compute(pl_module.class_names)  # collective: every rank

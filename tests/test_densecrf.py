@@ -19,7 +19,8 @@ def test_densecrf_raises_miou_on_boundary_degraded_real_masks(real_voc):
     )
     module.setup("predict")
     for i in range(len(dm.dataset)):
-        module.predict_step([dm.dataset[i]])
+        for result in module.predict_step([dm.dataset[i]]):
+            module.metrics.update(result)
     m = module.metrics.compute(dm.class_names)["strategies"]
     gain = m["crf"]["gain"]
     print(f"DenseCRF on {len(dm.dataset)} real images: {m['crf']['miou_baseline']:.2f} -> "

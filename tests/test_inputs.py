@@ -117,6 +117,7 @@ def test_all_ignore_gt_is_skipped_and_counted(dataset):
     s = first_sample(dataset)
     module = G4SegModule([StrategySpec("id", [Identity()])], class_names=s.class_names)
     [result] = module.predict_step([s])
+    module.metrics.update(result)
     assert result.unscored_reason and "all ignore" in result.unscored_reason
     m = module.metrics.compute(s.class_names)
     assert m["num_unscored"] == 1 and m["num_samples"] == 1
