@@ -59,3 +59,19 @@ def cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return code, out.getvalue(), err.getvalue()
+
+
+def error_line(code: int, err: str) -> str:
+    """The one `g4seg: error...` line of a failed CLI call, asserting exit code 2 and no traceback."""
+    lines = [line for line in err.strip().splitlines() if line.startswith("g4seg")]
+    assert code == 2, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert len(lines) == 1, err[-3000:]
+    return lines[0]
+
+
+def finished_run(out, *args: str):
+    """`g4seg ARGS --output_dir OUT`, in-process, asserting success; returns OUT."""
+    code, _, err = cli(*args, "--output_dir", str(out))
+    assert code == 0, err[-3000:]
+    return out

@@ -13,25 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEMO, ROOT, cli
+from conftest import DEMO, ROOT, cli, finished_run
+from conftest import error_line as the_line
 
 BASE = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "2"]
 
 
-def the_line(code: int, err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.startswith("g4seg")]
-    assert code == 2, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    assert len(lines) == 1, err[-3000:]
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("finished")
-    code, _, err = cli(*BASE, "--output_dir", str(out))
-    assert code == 0, err[-2000:]
-    return out
+    return finished_run(tmp_path_factory.mktemp("finished"), *BASE)
 
 
 def broken_copy(finished, tmp_path, content: str):

@@ -11,26 +11,15 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cli, read_metrics
+from conftest import ROOT, cli, error_line, finished_run, read_metrics
 from g4seg.runfolder import FolderLock
 
 BASE = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "3"]
 
 
-def error_line(code: int, err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.startswith("g4seg")]
-    assert code == 2, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    assert len(lines) == 1, err[-3000:]
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    code, _, err = cli(*BASE, "--output_dir", str(out))
-    assert code == 0, err[-3000:]
-    return out
+    return finished_run(tmp_path_factory.mktemp("run"), *BASE)
 
 
 @pytest.mark.parametrize("change,key", [
