@@ -223,3 +223,15 @@ def test_injectors_on_one_checkpoint_share_its_modules():
 
     both = nn.ModuleDict({"a": a, "b": b})
     assert sum(p.numel() for p in both.parameters()) == sum(p.numel() for p in a.parameters())
+
+
+def test_refiners_on_one_clip_share_it_and_configs_hold_one_copy():
+    from strategies.refiners import Correspondence
+
+    a, b = Correspondence(beta=0.8), Correspondence(preset="wsss", conf_range=(0.1, 0.7))
+    assert a.encoder.visual is b.encoder.visual
+    import g4seg
+
+    _, chain_a = g4seg.load_strategy("configs/paper/tiny/table3_ablation.yaml", "sca+emi")
+    _, chain_b = g4seg.load_strategy("configs/paper/tiny/table3_ablation.yaml", "sca+emi+cf")
+    assert chain_a[0].encoder.visual is chain_b[0].encoder.visual

@@ -39,6 +39,19 @@ CLIP_HINT = (
 )
 
 
+_LOADED: dict[tuple[str, str | None], nn.Module] = {}
+
+
+def shared_visual(model: str, pretrained: str | None) -> nn.Module:
+    """One vision tower per (architecture, weights) in a process: several correspondence
+    refiners (G4Seg alone, G4Seg then DenseCRF, ...) naming the same CLIP share it. Nothing
+    trains it, so sharing is safe."""
+    key = (model, pretrained)
+    if key not in _LOADED:
+        _LOADED[key] = tiny_visual() if model == "tiny" else load_visual(model, pretrained)
+    return _LOADED[key]
+
+
 def load_visual(model: str, pretrained: str | None) -> nn.Module:
     import open_clip
 
@@ -77,7 +90,7 @@ class DenseCLIP(nn.Module):
     ) -> None:
         super().__init__()
         self.random_weights = model == "tiny"
-        self.visual = tiny_visual() if model == "tiny" else load_visual(model, pretrained)
+        self.visual = shared_visual(model, pretrained)
         self.visual.eval().requires_grad_(False)
         self.patch = int(self.visual.conv1.kernel_size[0])
         self.image_size = image_size or (64 if model == "tiny" else 448)

@@ -25,6 +25,26 @@ def tiny_network(seed: int = 0) -> RefinementNetwork:
         return RefinementNetwork(base=8, layers=(1, 1, 1, 1))
 
 
+_LOADED: dict[tuple, RefinementNetwork] = {}
+
+
+def shared_network(weights: str, base: int, layers: tuple[int, ...]) -> RefinementNetwork:
+    """One network per checkpoint in a process (CascadePSP alone and chained after G4Seg share it)."""
+    path = Path(weights).expanduser()
+    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if weights != "tiny" and path.is_file() else None
+    key = (str(path), stamp, base, layers) if weights != "tiny" else ("tiny",)
+    if key not in _LOADED:
+        if weights == "tiny":
+            net = tiny_network()
+        else:
+            if not Path(weights).expanduser().is_file():
+                raise ModelNotFoundError(f"{weights}: CascadePSP checkpoint not found. {OFFICIAL_HINT}")
+            net = RefinementNetwork(base, layers)
+            load_checkpoint(net, str(Path(weights).expanduser()))
+        _LOADED[key] = net.eval().requires_grad_(False)
+    return _LOADED[key]
+
+
 class CascadePSP(Refiner):
     """Each foreground class's current mask (argmax) refined by CascadePSP; the refined
     probabilities replace the class channels and background becomes 1 - max of them.
@@ -48,14 +68,7 @@ class CascadePSP(Refiner):
         super().__init__()
         self.L, self.fast = L, fast
         self.random_weights = weights == "tiny"
-        if weights == "tiny":
-            self.net = tiny_network()
-        else:
-            if not Path(weights).expanduser().is_file():
-                raise ModelNotFoundError(f"{weights}: CascadePSP checkpoint not found. {OFFICIAL_HINT}")
-            self.net = RefinementNetwork(base, tuple(layers))
-            load_checkpoint(self.net, str(Path(weights).expanduser()))
-        self.net.eval().requires_grad_(False)
+        self.net = shared_network(weights, base, tuple(layers))
 
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs:
         fg = probs.foreground()
