@@ -59,7 +59,8 @@ class CoarseSource(ABC):
     """Makes the coarse prediction of one sample."""
 
     @abstractmethod
-    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int) -> ClassProbs: ...
+    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int,
+             class_names: Sequence[str] | None = None) -> ClassProbs: ...  # fmt: skip
 
 
 class CoarseFromFiles(CoarseSource):
@@ -76,7 +77,7 @@ class CoarseFromFiles(CoarseSource):
         self.soften_sigma = soften_sigma
         self.confidence = confidence
 
-    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int) -> ClassProbs:
+    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None) -> ClassProbs:
         size = image.shape[:2]
         for suffix in (".npz", ".npy"):
             path = self.folder / f"{sample_id}{suffix}"
@@ -132,7 +133,7 @@ class SyntheticDegradation(CoarseSource):
         self.seed = seed
         self.iterations = iterations
 
-    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int) -> ClassProbs:
+    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None) -> ClassProbs:
         filled = fill_ignored(gt)
         classes = [int(c) for c in np.unique(gt) if c not in (0, IGNORE_INDEX)]
         masks = {c: self.degrade_class(sample_id, c, filled == c, gt) for c in classes}

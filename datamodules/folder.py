@@ -53,7 +53,7 @@ class FolderDataset(Dataset):
             return AlreadyDone(sample_id)
         image = read_image(find_image(self.image_dir, sample_id))
         gt = read_label_map(self.gt_dir / f"{sample_id}.png", len(self.class_names), image.shape[:2], "ground truth")
-        coarse = self.coarse.make(sample_id, image, gt, len(self.class_names))
+        coarse = self.coarse.make(sample_id, image, gt, len(self.class_names), self.class_names)
         return Sample(
             id=sample_id,
             image=torch.from_numpy(image),

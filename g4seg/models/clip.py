@@ -24,12 +24,15 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def tiny_visual(seed: int = 0) -> nn.Module:
-    from open_clip.transformer import VisionTransformer
+def tiny_clip(seed: int = 0) -> nn.Module:
+    """A whole open_clip CLIP (vision and text towers) with random weights, a few MB."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return VisionTransformer(image_size=64, patch_size=8, width=32, layers=2, heads=4, mlp_ratio=2.0, output_dim=16)
+        vision = CLIPVisionCfg(layers=2, width=32, head_width=8, mlp_ratio=2.0, patch_size=8, image_size=64)
+        text = CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=4, layers=2)
+        return CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text).eval()
 
 
 CLIP_HINT = (
@@ -42,17 +45,18 @@ CLIP_HINT = (
 _LOADED: dict[tuple[str, str | None], nn.Module] = {}
 
 
-def shared_visual(model: str, pretrained: str | None) -> nn.Module:
-    """One vision tower per (architecture, weights) in a process: several correspondence
-    refiners (G4Seg alone, G4Seg then DenseCRF, ...) naming the same CLIP share it. Nothing
-    trains it, so sharing is safe."""
+def shared_clip(model: str, pretrained: str | None) -> nn.Module:
+    """One CLIP per (architecture, weights) in a process: correspondence refiners (G4Seg
+    alone, G4Seg then DenseCRF, ...) and CLIP segmenters naming the same CLIP share it.
+    Nothing trains it, so sharing is safe."""
     key = (model, pretrained)
     if key not in _LOADED:
-        _LOADED[key] = tiny_visual() if model == "tiny" else load_visual(model, pretrained)
+        clip = tiny_clip() if model == "tiny" else load_clip(model, pretrained)
+        _LOADED[key] = clip.eval().requires_grad_(False)
     return _LOADED[key]
 
 
-def load_visual(model: str, pretrained: str | None) -> nn.Module:
+def load_clip(model: str, pretrained: str | None) -> nn.Module:
     import open_clip
 
     if pretrained and looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
@@ -66,7 +70,7 @@ def load_visual(model: str, pretrained: str | None) -> nn.Module:
             f"cannot load open_clip {model} with pretrained={pretrained!r}: {str(e).splitlines()[0]}\n"
             + CLIP_HINT.format(model=model)
         ) from None
-    return clip.visual
+    return clip
 
 
 class DenseCLIP(nn.Module):
@@ -90,7 +94,7 @@ class DenseCLIP(nn.Module):
     ) -> None:
         super().__init__()
         self.random_weights = model == "tiny"
-        self.visual = shared_visual(model, pretrained)
+        self.visual = shared_clip(model, pretrained).visual
         self.visual.eval().requires_grad_(False)
         self.patch = int(self.visual.conv1.kernel_size[0])
         self.image_size = image_size or (64 if model == "tiny" else 448)

@@ -1,0 +1,126 @@
+"""CLIP segmenters in the harness (SCLIP, ClearCLIP) on a tiny random CLIP: the last block
+against the methods' equations written here in plain torch, the sliding window, the
+probabilities, and a whole `g4seg predict` run on 1 and 2 processes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import cli, read_metrics
+from datamodules import SCLIP, ClearCLIP, VOCFolderDataModule
+from datamodules.clip_segmenters import sliding_windows
+
+
+def last_block_reference(block, x, method: str) -> torch.Tensor:
+    """SCLIP's custom_attn(csa=True) / ClearCLIP's q-q attention, from the raw weights."""
+    w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
+    heads, d = block.attn.num_heads, x.shape[-1]
+    hd = d // heads
+    y = torch.nn.functional.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
+    q, k, v = (y @ w[i * d:(i + 1) * d].T + b[i * d:(i + 1) * d] for i in range(3))
+    split = lambda t: t.reshape(t.shape[0], -1, heads, hd).permute(0, 2, 1, 3)  # noqa: E731
+    q, k, v = split(q), split(k), split(v)
+    if method == "sclip":
+        a = torch.softmax(q @ q.transpose(-1, -2) / hd**0.5, -1) + torch.softmax(k @ k.transpose(-1, -2) / hd**0.5, -1)
+    else:
+        a = torch.softmax(q @ q.transpose(-1, -2) / hd**0.5, -1)
+    out = (a @ v).permute(0, 2, 1, 3).reshape(x.shape) @ block.attn.out_proj.weight.T + block.attn.out_proj.bias
+    if method == "clearclip":
+        return out
+    x = x + out
+    return x + block.mlp(block.ln_2(x))
+
+
+@pytest.mark.parametrize("cls,method", [(SCLIP, "sclip"), (ClearCLIP, "clearclip")])
+def test_patch_features_equal_the_methods_equations(cls, method):
+    seg = cls()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 72, 96)
+    with torch.no_grad():
+        got = seg.patch_features(x)
+        v = seg.model.visual
+        tokens = seg.tokens_before_last_block(x)
+        ref = last_block_reference(v.transformer.resblocks[-1], tokens, method)
+        ref = torch.nn.functional.normalize((v.ln_post(ref) @ v.proj)[:, 1:], dim=-1).reshape(2, 9, 12, -1)
+    assert got.shape == (2, 9, 12, 16)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
+def test_sliding_windows_cover_odd_images_and_one_window_equals_no_sliding():
+    for h, w in [(337, 505), (224, 300), (100, 90)]:
+        cover = np.zeros((h, w), int)
+        for y1, y2, x1, x2 in sliding_windows(h, w, 224, 112):
+            assert y2 - y1 == min(224, h) and x2 - x1 == min(224, w)
+            cover[y1:y2, x1:x2] += 1
+        assert cover.min() >= 1
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (70, 91, 3), dtype=np.uint8)
+    seg, whole = SCLIP(short_side=70), SCLIP(short_side=70, slide_crop=0)
+    text = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    torch.testing.assert_close(seg.similarities(image, text), whole.similarities(image, text), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels", ["image", "all"])
+def test_probabilities_and_label_sets(demo_root, labels):
+    dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(labels=labels, names="voc21_sclip.txt"), limit=3)
+    dm.setup()
+    for i in range(3):
+        s = dm.dataset[i]
+        p = s.coarse
+        assert float(p.probs.min()) >= 0 and float(p.probs.max()) <= 1
+        torch.testing.assert_close(p.probs.sum(0), torch.ones(s.size), rtol=0, atol=1e-5)
+        assert int(p.class_ids[0]) == 0
+        gt = {int(c) for c in torch.unique(s.gt)} - {0, 255}
+        if labels == "image":
+            assert set(p.class_ids.tolist()) == gt | {0}
+        assert set(torch.unique(p.labels()).tolist()) <= set(p.class_ids.tolist())
+
+
+def test_bad_class_name_files(tmp_path, demo_root):
+    dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(names="nope.txt"), limit=1)
+    dm.setup()
+    with pytest.raises(ValueError, match="nope.txt: class-name file not found"):
+        dm.dataset[0]
+    short = tmp_path / "short.txt"
+    short.write_text("background\naeroplane\n")
+    dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(names=str(short)), limit=1)
+    dm.setup()
+    with pytest.raises(ValueError, match="2 lines for a dataset of 21 classes"):
+        dm.dataset[0]
+
+
+def test_sclip_coarse_masks_through_predict_on_one_and_two_processes(tmp_path):
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1},
+        "data": {"class_path": "datamodules.VOCFolderDataModule", "init_args": {
+            "root": "data/demo/voc2012", "classes": "voc", "limit": 3, "batch_size": 1,
+            "coarse": {"class_path": "datamodules.SCLIP", "init_args": {"clip": "tiny", "names": "voc21_sclip.txt"}}}},
+        "model": {"injectors": {"emi": {"class_path": "strategies.injectors.AttentionInjection", "init_args": {"model": "tiny"}}},
+                  "strategies": [
+                      {"name": "identity", "refiners": [{"class_path": "strategies.refiners.Identity"}]},
+                      {"name": "densecrf", "refiners": [{"class_path": "strategies.refiners.DenseCRF"}]},
+                      {"name": "g4seg", "injector": "emi", "refiners": [{"class_path": "strategies.refiners.Correspondence"}]}]},
+    }  # fmt: skip
+    path = tmp_path / "sclip.yaml"
+    path.write_text(json.dumps(config))
+    code, _, err = cli("predict", "--config", str(path), "--output_dir", str(tmp_path / "one"))
+    assert code == 0, err[-3000:]
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "g4seg.cli", "predict", "--config", str(path), "--output_dir",
+                           str(tmp_path / "two"), "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert one["num_samples"] == 3 and set(one["strategies"]) == {"identity", "densecrf", "g4seg"}
+    for exact in ("identity", "densecrf"):  # no generated image involved: identical to the last digit
+        assert one["strategies"][exact] == two["strategies"][exact]
+    assert one["strategies"]["identity"]["gain"] == 0
