@@ -1,12 +1,12 @@
 """Datasets in VOC layout and the coarse masks to refine."""
 
 from .classes import PRESETS, resolve_classes
-from .clip_segmenters import SCLIP, ClearCLIP
+from .clip_segmenters import SCLIP, ClearCLIP, MaskCLIP
 from .coarse import CoarseFromFiles, CoarseSource, SyntheticDegradation
 from .folder import VOCFolderDataModule
 from .io import DataError
 
 __all__ = [
-    "PRESETS", "SCLIP", "ClearCLIP", "CoarseFromFiles", "CoarseSource", "DataError", "SyntheticDegradation",
+    "PRESETS", "SCLIP", "ClearCLIP", "MaskCLIP", "CoarseFromFiles", "CoarseSource", "DataError", "SyntheticDegradation",
     "VOCFolderDataModule", "resolve_classes",
 ]  # fmt: skip

@@ -1,7 +1,8 @@
 """Coarse masks computed in the harness by training-free CLIP segmenters.
 
-Each changes only the last block of CLIP's ViT (the reference code's `custom_attn` /
-`forward`); everything else is shared and follows SCLIP's released inference
+Each changes only the last block of CLIP's ViT (SCLIP's `custom_attn(csa=True)`,
+ClearCLIP's q-q attention, MaskCLIP's `return_qkv` value path); everything else is shared
+and follows SCLIP's released inference
 (wangf3014/SCLIP, `clip_segmentor.py` and `configs/cfg_*.py`):
   * text: for every name of a class-name file (one line per class, index = class id,
     synonyms comma-separated, background words on line 0), the 80 OpenAI ImageNet
@@ -212,7 +213,8 @@ class CLIPSegmenter(CoarseSource):
             present = sorted({0} | set(torch.unique(per_class.argmax(0)).tolist()))
             per_class, ids = per_class[present], ids[present]
         per_class = per_class / per_class.sum(0, keepdim=True).clamp_min(1e-12)
-        return ClassProbs(ids.to(torch.int64), per_class.float())
+        notes = (f"coarse masks from {type(self).__name__} on random (untrained) CLIP weights",) if self.random_weights else ()
+        return ClassProbs(ids.to(torch.int64), per_class.float(), notes)
 
 
 class SCLIP(CLIPSegmenter):
@@ -242,3 +244,17 @@ class ClearCLIP(CLIPSegmenter):
         q, v = (t.reshape(t.shape[0], t.shape[1], heads, d // heads).transpose(1, 2) for t in (q, v))
         weights = ((q @ q.transpose(-1, -2)) * (d // heads) ** -0.5).softmax(-1)
         return attn.out_proj((weights @ v).transpose(1, 2).reshape(x.shape))
+
+
+class MaskCLIP(CLIPSegmenter):
+    """MaskCLIP (Zhou et al., 2022), as its backbone's `return_qkv` path computes it: the
+    value embedding of the last block through the attention's output projection (no
+    query-key attention), with the block's residual and feed-forward, then the final norm
+    and the visual projection (the head's 1x1 convolution)."""
+
+    def last_block(self, block, x):
+        attn = block.attn
+        d = attn.embed_dim
+        v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * d :], attn.in_proj_bias[2 * d :])
+        v = x + block.ls_1(attn.out_proj(v))
+        return v + block.ls_2(block.mlp(block.ln_2(v)))

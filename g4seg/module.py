@@ -133,7 +133,8 @@ class G4SegModule(L.LightningModule):
         n = len(sample.class_names)
         labels = {BASELINE: sample.coarse.labels()}
         counts = {BASELINE: pixel_counts(labels[BASELINE], sample.gt, n)}
-        seconds, notes = {}, {}
+        seconds: dict[str, float] = {}
+        notes = {BASELINE: list(sample.coarse.notes)} if sample.coarse.notes else {}
         for spec in self.specs:
             gen = generated[spec.injector].get(sample.id) if spec.injector else None
             start = time.perf_counter()
@@ -141,8 +142,9 @@ class G4SegModule(L.LightningModule):
             seconds[spec.name] = time.perf_counter() - start + injector_seconds.get(spec.injector, 0.0)
             if refined.size != sample.size:
                 raise RuntimeError(f"strategy {spec.name!r} returned {refined.size} for sample {sample.id} of {sample.size}")
-            if refined.notes:
-                notes[spec.name] = list(refined.notes)
+            own = [n for n in refined.notes if n not in sample.coarse.notes]
+            if own:
+                notes[spec.name] = own
             labels[spec.name] = refined.labels()
             counts[spec.name] = pixel_counts(labels[spec.name], sample.gt, n)
         return SampleResult(

@@ -11,17 +11,20 @@ import pytest
 import torch
 
 from conftest import cli, read_metrics
-from datamodules import SCLIP, ClearCLIP, VOCFolderDataModule
+from datamodules import SCLIP, ClearCLIP, MaskCLIP, VOCFolderDataModule
 from datamodules.clip_segmenters import sliding_windows
 
 
 def last_block_reference(block, x, method: str) -> torch.Tensor:
-    """SCLIP's custom_attn(csa=True) / ClearCLIP's q-q attention, from the raw weights."""
+    """SCLIP's custom_attn(csa=True) / ClearCLIP's q-q attention / MaskCLIP's value path, from the raw weights."""
     w, b = block.attn.in_proj_weight, block.attn.in_proj_bias
     heads, d = block.attn.num_heads, x.shape[-1]
     hd = d // heads
     y = torch.nn.functional.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
     q, k, v = (y @ w[i * d:(i + 1) * d].T + b[i * d:(i + 1) * d] for i in range(3))
+    if method == "maskclip":  # every projected token is its own output: no query-key mixing
+        x = x + v @ block.attn.out_proj.weight.T + block.attn.out_proj.bias
+        return x + block.mlp(block.ln_2(x))
     split = lambda t: t.reshape(t.shape[0], -1, heads, hd).permute(0, 2, 1, 3)  # noqa: E731
     q, k, v = split(q), split(k), split(v)
     if method == "sclip":
@@ -35,7 +38,7 @@ def last_block_reference(block, x, method: str) -> torch.Tensor:
     return x + block.mlp(block.ln_2(x))
 
 
-@pytest.mark.parametrize("cls,method", [(SCLIP, "sclip"), (ClearCLIP, "clearclip")])
+@pytest.mark.parametrize("cls,method", [(SCLIP, "sclip"), (ClearCLIP, "clearclip"), (MaskCLIP, "maskclip")])
 def test_patch_features_equal_the_methods_equations(cls, method):
     seg = cls()
     torch.manual_seed(0)
