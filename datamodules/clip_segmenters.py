@@ -49,10 +49,15 @@ def read_names(path: str | None, class_names: list[str]) -> list[list[str]]:
     file = Path(path) if Path(path).is_file() else NAMES / path
     if not file.is_file():
         raise ConfigError(f"{path}: class-name file not found (bundled: {sorted(p.name for p in NAMES.glob('*.txt'))})")
-    lines = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    lines = [line.strip() for line in file.read_text().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
     names = [[n.strip() for n in line.split(",") if n.strip()] for line in lines]
     if len(names) != len(class_names):
         raise ConfigError(f"{file}: {len(names)} lines for a dataset of {len(class_names)} classes (one line per class)")
+    empty = [i + 1 for i, n in enumerate(names) if not n]
+    if empty:
+        raise ConfigError(f"{file}: line {empty[0]} has no class name (comma-separated names, one line per class)")
     return names
 
 

@@ -142,6 +142,25 @@ def inversion_table(samples: list[Sample], args, dtype) -> None:
         print(f"{inversion:<10} {scale:>8g} {seconds / len(samples):>9.4f} {mse:>11.4f}")
 
 
+def producers_table(samples: list[Sample], args) -> None:
+    """Seconds per image of each CLIP segmenter (text embeddings cached after the first
+    image, as in a run), and the parameters a G4Seg refiner on the same CLIP does not load again."""
+    from datamodules import SCLIP, ClearCLIP, MaskCLIP
+    from strategies.refiners import Correspondence
+
+    print(f"\n{'CLIP segmenter':<16} {'s/image':>9}")
+    for cls in (MaskCLIP, SCLIP, ClearCLIP):
+        seg = cls(device=args.device, names="voc21_sclip.txt")
+        run = lambda seg=seg: [seg.make(s.id, s.image.numpy(), s.gt.numpy(), 21, s.class_names) for s in samples]  # noqa: E731
+        [seconds] = timed([run], args.device, max(1, args.repeats // 2))
+        print(f"{cls.__name__:<16} {seconds / len(samples):>9.4f}")
+    refiner = Correspondence()
+    shared = refiner.encoder.visual is SCLIP().model.visual
+    n = sum(p.numel() for p in refiner.encoder.visual.parameters())
+    print(f"shared CLIP: the G4Seg refiner reuses the segmenter's vision tower: {shared} ({n:,} parameters not loaded twice;"
+          " ViT-B/16: 86,192,640)")
+
+
 def cascadepsp_table(samples: list[Sample], args) -> None:
     from strategies.refiners import CascadePSP
 
@@ -161,8 +180,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per batch for s/image")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
-    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp"],
-                        default=["injectors", "inversion", "cascadepsp"])  # fmt: skip
+    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp", "producers"],
+                        default=["injectors", "inversion", "cascadepsp", "producers"])  # fmt: skip
     args = parser.parse_args()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
 
@@ -178,6 +197,8 @@ def main() -> None:
         inversion_table(samples, args, dtype)
     if "cascadepsp" in args.only:
         cascadepsp_table(samples, args)
+    if "producers" in args.only:
+        producers_table(samples, args)
     if "injectors" not in args.only:
         return
     print(f"\n{'injector':<12} {'s/image':>9} {'batched 3 cls':>14} {'loop 3 cls':>11} {'speed-up':>9} "

@@ -94,6 +94,12 @@ def test_bad_class_name_files(tmp_path, demo_root):
     dm.setup()
     with pytest.raises(ValueError, match="2 lines for a dataset of 21 classes"):
         dm.dataset[0]
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n".join(["background", ""] + ["x"] * 19) + "\n")
+    dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(names=str(blank)), limit=1)
+    dm.setup()
+    with pytest.raises(ValueError, match="line 2 has no class name"):
+        dm.dataset[0]
 
 
 def test_sclip_coarse_masks_through_predict_on_one_and_two_processes(tmp_path):
