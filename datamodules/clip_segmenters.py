@@ -100,7 +100,8 @@ class CLIPSegmenter(CoarseSource):
         self.short_side, self.slide_crop, self.slide_stride = short_side, slide_crop, slide_stride
         self.device_name = device
         self._text: dict[tuple, tuple[torch.Tensor, list[int]]] = {}
-        self.random_weights = clip == "tiny"
+        self.random_weights = clip == "tiny" or not pretrained  # an architecture without weights is random too
+        self.model  # load (or fail with the download hint) now, before any sample is read
 
     # -- model ----------------------------------------------------------------------------
     @property

@@ -133,3 +133,14 @@ def test_sclip_coarse_masks_through_predict_on_one_and_two_processes(tmp_path):
     for exact in ("identity", "densecrf"):  # no generated image involved: identical to the last digit
         assert one["strategies"][exact] == two["strategies"][exact]
     assert one["strategies"]["identity"]["gain"] == 0
+
+
+def test_missing_clip_weights_are_one_error_before_any_work(tmp_path):
+    from conftest import error_line
+
+    code, _, err = cli("predict", "--config", "configs/paper/tiny/table1_tsss.yaml", "--output_dir", str(tmp_path / "o"),
+                       "--data.init_args.coarse.init_args.clip", "ViT-B-16",
+                       "--data.init_args.coarse.init_args.pretrained", "/nonexistent/ViT-B-16.bin")  # fmt: skip
+    assert error_line(code, err) == "g4seg: error: /nonexistent/ViT-B-16.bin: open_clip checkpoint file does not exist."
+    assert "open_clip.create_model('ViT-B-16', pretrained='openai'" in err
+    assert not (tmp_path / "o").exists()

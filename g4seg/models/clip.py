@@ -93,7 +93,7 @@ class DenseCLIP(nn.Module):
         maskclip: bool = False,
     ) -> None:
         super().__init__()
-        self.random_weights = model == "tiny"
+        self.random_weights = model == "tiny" or not pretrained  # an architecture without weights is random too
         self.visual = shared_clip(model, pretrained).visual
         self.visual.eval().requires_grad_(False)
         self.patch = int(self.visual.conv1.kernel_size[0])
