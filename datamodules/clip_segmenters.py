@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from g4seg.errors import ConfigError
-from g4seg.models.clip import CLIP_MEAN, CLIP_STD, shared_clip
+from g4seg.models.clip import CLIP_MEAN, CLIP_STD, shared_clip, vit_tokens
 from g4seg.types import IGNORE_INDEX, ClassProbs
 
 from .coarse import CoarseSource
@@ -151,11 +151,7 @@ class CLIPSegmenter(CoarseSource):
 
     def tokens_before_last_block(self, x: torch.Tensor) -> torch.Tensor:
         v = self.model.visual
-        x = v.conv1(x)
-        b, _, gh, gw = x.shape
-        x = x.flatten(2).transpose(1, 2)
-        x = torch.cat([v.class_embedding.to(x.dtype).expand(b, 1, -1), x], dim=1) + self.positional(gh, gw).to(x.dtype)
-        x = v.ln_pre(x)
+        x = vit_tokens(v, x, self.positional)
         for block in v.transformer.resblocks[:-1]:
             x = block(x)
         return x

@@ -9,7 +9,8 @@
     out = g4seg.refine(image, coarse_probs, "voc", strategy=refiners, injector=injector, class_ids=[0, 15])
 
 Strategies are the very objects a config builds (an Injector and a chain of Refiners), run
-through the same `G4SegModule.refine_sample` as `g4seg predict`, so results match.
+through the module's own `generate` and refiner chain, as in `g4seg predict`, so results
+match (tested).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def refine(
     injectors = {"injector": injector} if injector is not None else {}
     module = G4SegModule([StrategySpec("refined", refiners, "injector" if injector else None)], injectors, names)
     sample = Sample("image", image, torch.full(image.shape[:2], IGNORE_INDEX, dtype=torch.int64), names, probs)
-    generated, seconds = module.generate([sample])
+    generated, _ = module.generate([sample])
     gen = generated["injector"].get(sample.id) if injector is not None else None
     with torch.no_grad():
         return module.chains["refined"].refine(sample, probs, gen)

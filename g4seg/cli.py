@@ -76,15 +76,18 @@ def report_main(argv: list[str]) -> None:
     print(table)
 
 
-def user_error(exc: BaseException | None) -> BaseException | None:
-    """The user-fixable error behind `exc`, also when a library wrapped or chained it."""
+def causes(exc: BaseException | None):
+    """`exc` and the exceptions it was raised from or while handling, once each."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, USER_ERRORS):
-            return exc
+        yield exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+
+
+def user_error(exc: BaseException | None) -> BaseException | None:
+    """The user-fixable error behind `exc`, also when a library wrapped or chained it."""
+    return next((e for e in causes(exc) if isinstance(e, USER_ERRORS)), None)
 
 
 PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
@@ -92,13 +95,7 @@ PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote wo
 
 def peer_failed(exc: BaseException | None) -> bool:
     """A collective broke because another process of a DDP run stopped (it printed why)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, RuntimeError) and any(p in str(exc) for p in PEER_GONE):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(isinstance(e, RuntimeError) and any(p in str(e) for p in PEER_GONE) for e in causes(exc))
 
 
 def one_line(exc: BaseException) -> str:

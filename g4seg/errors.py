@@ -13,8 +13,6 @@ class ConfigError(ValueError):
     """A configuration that cannot work (unknown injector, duplicate strategy names, ...)."""
 
 
-
-
 class RunFolderError(ConfigError):
     """An output folder that cannot take this run (another configuration, locked, not writable)."""
 

@@ -84,6 +84,12 @@ def from_record(record: dict) -> SampleResult:
     )
 
 
+def dataset_ids(trainer) -> list[str] | None:
+    """The ids the trainer's datamodule scores, when it lists them."""
+    dm = getattr(trainer, "datamodule", None)
+    return list(dm.ids) if dm is not None and hasattr(dm, "ids") else None
+
+
 REQUIRED = ("id", "counts", "initial_iou")
 
 

@@ -6,7 +6,8 @@ The module turns each sample into a SampleResult (label maps and per-class pixel
 on the module so that Lightning puts them on its device), adds the samples finished by an
 earlier run (from their records, on rank 0 only, so that after the reduction every sample
 counts once), computes the metrics at the end of the epoch (a collective, on every rank)
-and has rank 0 write metrics.json, the CSV, the table and the plot. `g4seg report` recomputes the same from the records alone (`report.rebuild`).
+and has rank 0 write metrics.json, the CSV, the table and the plot. `g4seg report`
+recomputes the same from the records alone (`report.rebuild`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from .records import from_record, load_records
+from .records import dataset_ids, from_record, load_records
 from .report import finish, mean_seconds, write_report
 
 
@@ -30,7 +31,7 @@ class Scoring(Callback):
 
     def on_predict_start(self, trainer, pl_module) -> None:
         dm = trainer.datamodule
-        self.ids = list(dm.ids) if dm is not None and hasattr(dm, "ids") else None
+        self.ids = dataset_ids(trainer)
         if trainer.is_global_zero:
             for record in load_records(self.output_dir, self.ids):
                 if record["id"] in getattr(dm, "done_ids", ()):

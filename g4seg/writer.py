@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
 from . import runfolder
-from .records import atomic_write_bytes, atomic_write_json, load_records, record_path, safe_name, to_record
+from .records import atomic_write_bytes, atomic_write_json, dataset_ids, load_records, record_path, safe_name, to_record
 from .types import SampleResult
 
 
@@ -49,11 +49,6 @@ def label_png(labels: np.ndarray) -> bytes:
     im = Image.fromarray(labels.astype(np.uint8), mode="P")
     im.putpalette(PALETTE)
     return png_bytes(im)
-
-
-def run_ids(trainer) -> list[str] | None:
-    dm = getattr(trainer, "datamodule", None)
-    return list(dm.ids) if dm is not None and hasattr(dm, "ids") else None
 
 
 class ResultWriter(BasePredictionWriter):
@@ -108,10 +103,10 @@ class ResultWriter(BasePredictionWriter):
             # without the CLI: every rank checks the same files first, so all reach the same verdict
             if pl_module.class_names is None:
                 pl_module.class_names = list(trainer.datamodule.class_names)
-            runfolder.check_resumable(self.output_dir, self.manifest(pl_module, run_ids(trainer) or []))
+            runfolder.check_resumable(self.output_dir, self.manifest(pl_module, dataset_ids(trainer) or []))
             trainer.strategy.barrier("g4seg-run-checked")
         self.claim(trainer, pl_module)
-        done = frozenset(r["id"] for r in load_records(self.output_dir, run_ids(trainer)))
+        done = frozenset(r["id"] for r in load_records(self.output_dir, dataset_ids(trainer)))
         if done:
             rank_zero_info(f"g4seg: resuming in {self.output_dir}: {len(done)} samples already done, skipping them")
         dm = trainer.datamodule

@@ -73,6 +73,16 @@ def load_clip(model: str, pretrained: str | None) -> nn.Module:
     return clip
 
 
+def vit_tokens(visual: nn.Module, x: torch.Tensor, positional) -> torch.Tensor:
+    """[B, 1 + gh*gw, D] tokens entering the first block of an open_clip ViT for a normalised
+    image batch; `positional(gh, gw)` gives the (interpolated) positional embeddings."""
+    x = visual.conv1(x.to(visual.conv1.weight.dtype))
+    b, _, gh, gw = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.to(x.dtype).expand(b, 1, -1), x], dim=1) + positional(gh, gw).to(x.dtype)
+    return visual.ln_pre(visual.patch_dropout(x))
+
+
 class DenseCLIP(nn.Module):
     """Args:
         model: "tiny" or an open_clip architecture (e.g. "ViT-B-16").
@@ -129,11 +139,8 @@ class DenseCLIP(nn.Module):
         x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float() / 255.0
         x = (x - self.mean) / self.std
         v = self.visual
-        x = v.conv1(x.to(v.conv1.weight.dtype))
-        b, _, g, _ = x.shape
-        x = x.flatten(2).transpose(1, 2)
-        x = torch.cat([v.class_embedding.to(x.dtype).expand(b, 1, -1), x], dim=1) + self.positional(g).to(x.dtype)
-        x = v.ln_pre(v.patch_dropout(x))
+        x = vit_tokens(v, x, lambda gh, gw: self.positional(gh))
+        b, g = x.shape[0], self.grid
         blocks = v.transformer.resblocks
         for block in blocks[: self.layer]:
             x = block(x)

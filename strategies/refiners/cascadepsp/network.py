@@ -142,6 +142,9 @@ class RefinementNetwork(nn.Module):
 
 def load_official(network: RefinementNetwork, path: str) -> None:
     """The released checkpoint (GitHub release v1.0 of hkchengrex/CascadePSP, file "model"), strictly."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    network.load_state_dict(state, strict=True)
+    load_official_state(network, torch.load(path, map_location="cpu", weights_only=True))
+
+
+def load_official_state(network: RefinementNetwork, state: dict) -> None:
+    """The release's state dict, saved from nn.DataParallel ("module." prefixes), strictly."""
+    network.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
