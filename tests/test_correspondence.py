@@ -90,9 +90,10 @@ def test_out_of_range_pixels_are_bit_identical(refiner, monkeypatch):
 def test_beta_one_or_empty_range_returns_input(monkeypatch):
     rng = np.random.default_rng(2)
     sample, probs, generated = make_sample(rng)
-    for ref in (Correspondence(beta=1.0), Correspondence(conf_range=(0.7, 0.3))):
+    for ref, why in ((Correspondence(beta=1.0), "beta = 1"), (Correspondence(conf_range=(0.7, 0.3)), "empty conf_range")):
         out = ref.refine(sample, probs, generated)
         assert torch.equal(out.probs, probs.probs)
+        assert out.notes and out.notes[0].startswith(f"no update ({why}"), "an inert configuration says so"
 
 
 def test_presets_and_errors():

@@ -49,6 +49,17 @@ def test_config_mistakes(tmp_path, args, expected):
     assert the_line(*cli(*argv)[::2]).startswith(expected)
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["--model.injectors.emi.init_args.inversion", "ddim", "--model.injectors.emi.init_args.inversion_steps", "7"],
+     "g4seg: error: inversion_steps must divide the timestep 400 (got 7)"),
+    (["--model.injectors.emi.init_args.mode", "bogus"], "g4seg: error: mode must be 'add' or 'densediffusion'"),
+    (["--model.injectors.emi.init_args.prompt", "photo"], "g4seg: error: class name 'aeroplane' not found in the tokenized prompt"),
+])  # fmt: skip
+def test_injector_mistakes(tmp_path, args, expected):
+    argv = ["predict", "--config", "configs/demo.yaml", "--data.init_args.limit", "1", "--output_dir", str(tmp_path / "o")]
+    assert the_line(*cli(*argv, *args)[::2]).startswith(expected)
+
+
 def test_missing_diffusion_model_is_one_error_with_a_download_hint(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text((ROOT / "configs" / "demo.yaml").read_text().replace("model: tiny, timestep", "model: /nonexistent/sd21, timestep"))

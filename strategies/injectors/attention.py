@@ -35,6 +35,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from g4seg.errors import ConfigError
+
 from .generation import DiffusionInjector, Jobs
 
 
@@ -180,7 +182,7 @@ class AttentionInjection(DiffusionInjector):
     ) -> None:
         super().__init__(**kwargs)
         if mode not in ("add", "densediffusion"):
-            raise ValueError(f"mode must be 'add' or 'densediffusion', got {mode!r}")
+            raise ConfigError(f"mode must be 'add' or 'densediffusion', got {mode!r}")
         self.mode, self.alpha = mode, alpha
         self.creg, self.sreg, self.sizereg, self.treg, self.treg_power = creg, sreg, sizereg, treg, treg_power
         self.probe = None

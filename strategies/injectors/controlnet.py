@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from g4seg.errors import ConfigError
+
 from .ade20k import ade20k_index, ade20k_palette
 from .generation import DiffusionInjector, Jobs
 
@@ -30,7 +32,7 @@ class ControlNetInjection(DiffusionInjector):
         self.controlnet_source = controlnet
         super().__init__(**kwargs)
         if self.models_info.is_sdxl:
-            raise ValueError("ControlNetInjection supports SD 1.x/2.x base models, not SDXL")
+            raise ConfigError("ControlNetInjection supports SD 1.x/2.x base models, not SDXL")
         self.conditioning_scale = conditioning_scale
 
     @staticmethod

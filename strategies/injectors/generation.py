@@ -74,7 +74,7 @@ def class_token_mask(tokenizer, prompt: str, name: str, length: int) -> torch.Te
         if ids[start : start + len(sub)] == sub:
             mask[start : start + len(sub)] = True
             return mask
-    raise ValueError(f"class name {name!r} not found in the tokenized prompt {prompt!r}")
+    raise ConfigError(f"class name {name!r} not found in the tokenized prompt {prompt!r}; the prompt needs {{}} for it")
 
 
 def noise_for(sample_id: str, class_id: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -140,10 +140,10 @@ class DiffusionInjector(Injector):
                 m.eval().requires_grad_(False)
         self.resolution = resolution or models.default_resolution
         if self.resolution % (models.vae_scale * 2) != 0:
-            raise ValueError(f"resolution {self.resolution} must be a multiple of {models.vae_scale * 2}")
+            raise ConfigError(f"resolution {self.resolution} must be a multiple of {models.vae_scale * 2}")
         n = models.scheduler.config.num_train_timesteps
         if not 0 <= timestep < n:
-            raise ValueError(f"timestep must lie in [0, {n}), got {timestep}")
+            raise ConfigError(f"timestep must lie in [0, {n}), got {timestep}")
         self.timestep, self.prompt, self.seed, self.max_batch, self.guidance = timestep, prompt, seed, max_batch, guidance
         self.alpha_bar = float(models.scheduler.alphas_cumprod[timestep])
         self.prediction_type = models.scheduler.config.prediction_type
@@ -166,9 +166,9 @@ class DiffusionInjector(Injector):
         return next(self.vae.parameters()).device
 
     # -- hooks for subclasses -------------------------------------------------------------
-    def injection(self, jobs: Jobs, active: torch.Tensor):
+    def injection(self, jobs: Jobs, active: torch.Tensor | None = None):
         """Context active during the UNet call (attention processors, ...); `active` [B]
-        says which batch rows are injected (the conditional ones under guidance)."""
+        says which batch rows are injected (the conditional ones under guidance; None = all)."""
         return contextlib.nullcontext()
 
     def unet_inputs(self, jobs: Jobs, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> dict:
@@ -321,7 +321,6 @@ class DiffusionInjector(Injector):
         if added:
             kwargs["added_cond_kwargs"] = added
         kwargs.update(self.lcm_condition(len(x)))
-        active = torch.ones(len(x), dtype=torch.bool) if active is None else active
         with self.injection(jobs, active) if inject else contextlib.nullcontext():
             out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=text.to(self.unet.dtype), **kwargs).sample
         return out.float()

@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 
+from g4seg.errors import ConfigError
+
 ModelOutput = Callable[[torch.Tensor, int], torch.Tensor]  # (latents, timestep) -> UNet output
 
 
@@ -39,7 +41,7 @@ def eps_and_x0(out: torch.Tensor, x: torch.Tensor, alpha_bar: float, prediction_
 
 def inversion_timesteps(timestep: int, steps: int) -> list[int]:
     if steps < 1 or timestep % steps:
-        raise ValueError(f"inversion_steps must divide the timestep {timestep} (got {steps})")
+        raise ConfigError(f"inversion_steps must divide the timestep {timestep} (got {steps})")
     gap = timestep // steps
     return [gap * (i + 1) for i in range(steps)]
 

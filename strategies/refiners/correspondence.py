@@ -99,10 +99,10 @@ class Correspondence(Refiner):
         super().__init__()
         if preset is not None:
             if preset not in PRESET_BETA:
-                raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESET_BETA)}")
+                raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESET_BETA)}")
             beta = PRESET_BETA[preset]
         if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must lie in [0, 1], got {beta}")
+            raise ConfigError(f"beta must lie in [0, 1], got {beta}")
         self.encoder = DenseCLIP(clip, pretrained, image_size, layer, maskclip)
         self.random_weights = self.encoder.random_weights
         self.beta = beta
@@ -119,8 +119,10 @@ class Correspondence(Refiner):
         if generated is None:
             raise ValueError("Correspondence needs generated images: give its strategy an injector")
         fg = probs.foreground()
-        if not fg or self.beta == 1.0 or self.low > self.high:
-            return probs
+        if not fg:
+            return probs  # background only: no class to refine
+        if self.disabled:  # configured to change nothing (an ablation): say so, as for softened input
+            return probs.with_probs(probs.probs, f"no update ({self.disabled})")
         probs = self.soft_input(sample, probs)
         images = [sample.image] + [generated.image_for(c) for _, c in fg]
         feats = self.encoder.features(images).cpu()  # original and every class's image, one forward
@@ -135,6 +137,15 @@ class Correspondence(Refiner):
         changed = gained != 0
         out[0] = torch.where(changed, (probs.probs[0] - gained).clamp(0.0, 1.0), probs.probs[0])
         return probs.with_probs(out)
+
+    @property
+    def disabled(self) -> str | None:
+        """Why this configuration can change no probability, or None."""
+        if self.beta == 1.0:
+            return "beta = 1"
+        if self.low > self.high:
+            return f"empty conf_range [{self.low:g}, {self.high:g}]"
+        return None
 
     @property
     def softening(self) -> str:

@@ -10,8 +10,8 @@ from g4seg.interfaces import Refiner
 from g4seg.errors import ConfigError, ModelNotFoundError
 from g4seg.types import ClassProbs, Generated, Sample
 
-from .inference import refine_masks
-from .network import RefinementNetwork, load_official
+from .inference import PAD, refine_masks
+from .network import RefinementNetwork, load_official, load_official_state
 
 OFFICIAL_HINT = (
     "Download the official CascadePSP weights (GitHub release v1.0 of hkchengrex/CascadePSP, file 'model', "
@@ -30,17 +30,19 @@ _LOADED: dict[tuple, RefinementNetwork] = {}
 
 def shared_network(weights: str, base: int, layers: tuple[int, ...]) -> RefinementNetwork:
     """One network per checkpoint in a process (CascadePSP alone and chained after G4Seg share it)."""
-    path = Path(weights).expanduser()
-    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if weights != "tiny" and path.is_file() else None
-    key = (str(path), stamp, base, layers) if weights != "tiny" else ("tiny",)
+    if weights == "tiny":
+        key: tuple = ("tiny",)
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"{weights}: CascadePSP checkpoint not found. {OFFICIAL_HINT}")
+        key = (str(path), path.stat().st_mtime_ns, path.stat().st_size, base, layers)  # a rewritten file is new
     if key not in _LOADED:
         if weights == "tiny":
             net = tiny_network()
         else:
-            if not Path(weights).expanduser().is_file():
-                raise ModelNotFoundError(f"{weights}: CascadePSP checkpoint not found. {OFFICIAL_HINT}")
             net = RefinementNetwork(base, layers)
-            load_checkpoint(net, str(Path(weights).expanduser()))
+            load_checkpoint(net, str(path))
         _LOADED[key] = net.eval().requires_grad_(False)
     return _LOADED[key]
 
@@ -66,6 +68,8 @@ class CascadePSP(Refiner):
         layers: tuple[int, int, int, int] = (3, 4, 6, 3),
     ) -> None:
         super().__init__()
+        if not fast and L // 2 - 2 * PAD <= 0:
+            raise ConfigError(f"CascadePSP L must exceed {4 * PAD} for the local step (or set fast: true), got L={L}")
         self.L, self.fast = L, fast
         self.random_weights = weights == "tiny"
         self.net = shared_network(weights, base, tuple(layers))
@@ -95,7 +99,7 @@ def load_checkpoint(net: RefinementNetwork, path: str) -> None:
             state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
             net.load_state_dict(state, strict=True)
         elif isinstance(state, dict):
-            net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+            load_official_state(net, state)
         else:
             raise RuntimeError(f"holds a {type(state).__name__}, not a state dict")
     except RuntimeError as e:
