@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs (idempotent) and runs the offline demo on the bundled real VOC images.
+# Installs (idempotent) and runs the offline demo on the bundled real VOC images: first the
+# strategy comparison on synthetic coarse masks (configs/demo.yaml), then coarse masks from
+# SCLIP computed in the harness, alone and refined (configs/paper/tiny/table1_tsss.yaml).
+# Tiny random models throughout: the tables say which rows used random weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1
-g4seg predict --config "${1:-configs/demo.yaml}" "${@:2}"
+if [ $# -gt 0 ]; then
+  exec g4seg predict --config "$1" "${@:2}"
+fi
+g4seg predict --config configs/demo.yaml
+g4seg predict --config configs/paper/tiny/table1_tsss.yaml --output_dir outputs/demo_sclip

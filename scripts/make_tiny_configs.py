@@ -51,6 +51,8 @@ def tiny_config(path: Path) -> str:
     cfg["output_dir"] = f"outputs/paper_tiny/{path.stem}"
     cfg["trainer"] = {"accelerator": "cpu", "devices": 1}
     coarse = cfg["data"]["init_args"].get("coarse", {})
+    if cfg["data"]["init_args"].get("classes", "voc") != "voc":  # the demo images are VOC: the dataset's names file does not fit
+        coarse.get("init_args", {}).pop("names", None)
     if coarse.get("class_path") not in CLIP_SEGMENTERS:  # segmenter outputs need no files: keep them (tiny)
         coarse = {"class_path": "datamodules.SyntheticDegradation", "init_args": {"iou_range": [10, 95]}}
     cfg["data"]["init_args"].update(root="data/demo/voc2012", classes="voc", batch_size=2, coarse=coarse)

@@ -144,3 +144,32 @@ def test_missing_clip_weights_are_one_error_before_any_work(tmp_path):
     assert error_line(code, err) == "g4seg: error: /nonexistent/ViT-B-16.bin: open_clip checkpoint file does not exist."
     assert "open_clip.create_model('ViT-B-16', pretrained='openai'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_clip_weights_of_another_architecture_are_one_error(tmp_path):
+    from conftest import error_line
+    from g4seg.models.clip import tiny_clip
+
+    torch.save(tiny_clip().state_dict(), tmp_path / "tiny.pt")
+    code, _, err = cli("predict", "--config", "configs/paper/tiny/table1_tsss.yaml", "--output_dir", str(tmp_path / "o"),
+                       "--data.init_args.coarse.init_args.clip", "ViT-B-16",
+                       "--data.init_args.coarse.init_args.pretrained", str(tmp_path / "tiny.pt"))  # fmt: skip
+    line = error_line(code, err)
+    assert line.startswith(f"g4seg: error: cannot load open_clip ViT-B-16 with pretrained='{tmp_path / 'tiny.pt'}' "
+                           "(weights of another architecture?)")  # fmt: skip
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("file, preset", [("voc21_sclip.txt", "voc"), ("context60_sclip.txt", "context"),
+                                          ("coco_object_sclip.txt", "coco_object")])  # fmt: skip
+def test_bundled_names_files_fit_their_dataset(file, preset):
+    from datamodules.classes import PRESETS, prompt_name
+    from datamodules.clip_segmenters import read_names
+
+    names = read_names(file, PRESETS[preset])
+    assert len(names) == len(PRESETS[preset])
+    assert "sky" in names[0] or names[0] == ["background"]  # background words on line 0
+    # every class line names that class: the dataset's name or (SCLIP's VOC wording) a known synonym
+    synonyms_of = {"boat": "ship", "diningtable": "table", "tvmonitor": "tv monitor"}
+    for class_name, synonyms in zip(PRESETS[preset][1:], names[1:]):
+        assert {class_name, prompt_name(class_name), synonyms_of.get(class_name)} & set(synonyms), (class_name, synonyms)

@@ -65,9 +65,10 @@ def load_clip(model: str, pretrained: str | None) -> nn.Module:
         )
     try:
         clip = open_clip.create_model(model, pretrained=pretrained)
-    except RuntimeError as e:
+    except (RuntimeError, AssertionError, KeyError, ValueError) as e:  # open_clip asserts on shape mismatches
         raise ModelNotFoundError(
-            f"cannot load open_clip {model} with pretrained={pretrained!r}: {str(e).splitlines()[0]}\n"
+            f"cannot load open_clip {model} with pretrained={pretrained!r} (weights of another "
+            f"architecture?): {(str(e).splitlines() or [type(e).__name__])[0]}\n"
             + CLIP_HINT.format(model=model)
         ) from None
     return clip
