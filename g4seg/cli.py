@@ -71,8 +71,11 @@ def report_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="g4seg report", description="rebuild tables and plot from records")
     parser.add_argument("output_dir")
     parser.add_argument("--edges", type=float, nargs="+", help="strata edges in percent, e.g. 0 40 80 100")
+    parser.add_argument("--metrics", nargs="+", help="table columns: miou boundary_iou mba miou_image (default: the run's)")
+    parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the CIs (default: the run's; 0 = none)")
+    parser.add_argument("--seed", type=int, help="bootstrap seed (default: the run's)")
     args = parser.parse_args(argv)
-    _, table = rebuild(args.output_dir, args.edges)
+    _, table = rebuild(args.output_dir, args.edges, args.metrics, args.bootstrap, args.seed)
     print(table)
 
 

@@ -1,8 +1,11 @@
-"""Dataset mIoU, overall and per stratum of the coarse mask's initial quality.
+"""Dataset metrics, overall and per stratum of the coarse mask's initial quality: mIoU
+(sum I / sum U per class), per-image mIoU, Boundary IoU and mBA (`boundary.py`).
 
-States are integer pixel sums (`add_state(..., dist_reduce_fx="sum")`): DDP reduction is
-exact and free, and feeding the per-sample counts stored in records gives bit-identical
-numbers, which is what makes resume and `g4seg report` trustworthy.
+States are integer sums (`add_state(..., dist_reduce_fx="sum")`): pixel counts, and the
+two float averages (boundary accuracy per instance, mIoU per image) as int64 fixed point in
+units of 1e-12. DDP reduction is exact and order-free, and feeding the per-sample counts
+stored in records gives bit-identical numbers, which is what makes resume and `g4seg
+report` trustworthy.
 """
 
 from __future__ import annotations
@@ -13,14 +16,29 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from .boundary import GroundTruthBoundaries
 from .errors import ConfigError
 from .types import BASELINE, IGNORE_INDEX, SampleResult, SourceCounts
 
 DEFAULT_EDGES = (0.0, 40.0, 80.0, 100.0)
+FIXED = 10**12
+METRICS = ("miou", "boundary_iou", "mba", "miou_image")
+SHOWN = ("miou", "boundary_iou", "mba")  # the table's and plot's default metrics
+TITLES = {"miou": "mIoU", "boundary_iou": "Boundary IoU", "mba": "mBA", "miou_image": "per-image mIoU"}
 
 
-def pixel_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> SourceCounts:
-    """Per-class intersection and union over the scored pixels of one image."""
+def metric_keys(metric: str) -> tuple[str, str, str, str]:
+    """metrics.json keys of (baseline, refined, gain, ci95); mIoU keeps its original names."""
+    if metric == "miou":
+        return "miou_baseline", "miou_refined", "gain", "ci95"
+    return f"{metric}_baseline", f"{metric}_refined", f"{metric}_gain", f"{metric}_ci95"
+
+
+def pixel_counts(
+    pred: torch.Tensor, gt: torch.Tensor, num_classes: int, boundaries: GroundTruthBoundaries | None = None
+) -> SourceCounts:
+    """Per-class intersection and union over the scored pixels of one image, and with
+    `boundaries` (the GT side, shared by the sources of a sample) the boundary counts."""
     valid = gt != IGNORE_INDEX
     p, g = pred[valid].long(), gt[valid].long()
     if p.numel() and (int(p.max()) >= num_classes or int(p.min()) < 0):
@@ -28,7 +46,12 @@ def pixel_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> Sour
     inter = torch.bincount(p[p == g], minlength=num_classes)
     union = torch.bincount(p, minlength=num_classes) + torch.bincount(g, minlength=num_classes) - inter
     present = torch.nonzero(union).flatten().tolist()
-    return SourceCounts({c: int(inter[c]) for c in present}, {c: int(union[c]) for c in present})
+    counts = SourceCounts({c: int(inter[c]) for c in present}, {c: int(union[c]) for c in present})
+    if boundaries is not None:
+        pred_np = pred.numpy()
+        counts.b_inter, counts.b_union = boundaries.boundary_counts(pred_np, present)
+        counts.ba = boundaries.boundary_accuracy(pred_np, present)
+    return counts
 
 
 def initial_ious(coarse_counts: SourceCounts) -> dict[int, float]:
@@ -52,8 +75,19 @@ def mean_iou(inter: torch.Tensor, union: torch.Tensor) -> float:
     return float((inter[seen].double() / union[seen].double()).mean() * 100.0)
 
 
+def image_miou(counts: SourceCounts, classes) -> float | None:
+    """mIoU (fraction) of one image over `classes` that occur in it, None when none does."""
+    ious = [counts.inter.get(c, 0) / counts.union[c] for c in classes if counts.union.get(c, 0) > 0]
+    return sum(ious) / len(ious) if ious else None
+
+
+def fixed_mean(total: torch.Tensor, count: torch.Tensor) -> float:
+    return float(total) / FIXED / int(count) * 100.0 if int(count) else float("nan")
+
+
 class StratifiedIoU(Metric):
-    """mIoU of one label source (baseline or a strategy), overall and per initial-IoU stratum."""
+    """The metrics of one label source (baseline or a strategy), overall and per initial-IoU
+    stratum. Index S (the last) of the per-stratum float sums is "all"."""
 
     full_state_update = False
 
@@ -64,36 +98,58 @@ class StratifiedIoU(Metric):
             raise ConfigError(f"strata edges (model.strata_edges) must be increasing, at least two, got {edges}")
         self.num_classes, self.edges = num_classes, edges
         s = len(edges) - 1
-        self.add_state("inter", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("union", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("strata_inter", torch.zeros(s, num_classes, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("strata_union", torch.zeros(s, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        for name in ("inter", "union", "b_inter", "b_union"):
+            self.add_state(name, torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+            self.add_state(f"strata_{name}", torch.zeros(s, num_classes, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("strata_count", torch.zeros(s, dtype=torch.long), dist_reduce_fx="sum")
+        for name in ("ba_sum", "ba_count", "img_sum", "img_count"):
+            self.add_state(name, torch.zeros(s + 1, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, counts: SourceCounts, initial_iou: Mapping[int, float]) -> None:
-        for c, n in counts.inter.items():
-            self.inter[c] += n
-        for c, n in counts.union.items():
-            self.union[c] += n
+        S = len(self.edges) - 1
+        for name in ("inter", "union", "b_inter", "b_union"):
+            state = getattr(self, name)
+            for c, n in getattr(counts, name).items():
+                state[c] += n
+        in_stratum: dict[int, list[int]] = {}
         for c, iou in initial_iou.items():
             s = stratum_of(iou, self.edges)
             if s >= 0:
-                self.strata_inter[s, c] += counts.inter.get(c, 0)
-                self.strata_union[s, c] += counts.union.get(c, 0)
+                in_stratum.setdefault(s, []).append(c)
+                for name in ("inter", "union", "b_inter", "b_union"):
+                    getattr(self, f"strata_{name}")[s, c] += getattr(counts, name).get(c, 0)
                 self.strata_count[s] += 1
+        for c, acc in counts.ba.items():
+            s = stratum_of(initial_iou[c], self.edges) if c in initial_iou else -1
+            for index in (S, s) if s >= 0 else (S,):
+                self.ba_sum[index] += int(round(acc * FIXED))
+                self.ba_count[index] += 1
+        for index, classes in [(S, list(counts.union)), *in_stratum.items()]:
+            value = image_miou(counts, classes)
+            if value is not None:
+                self.img_sum[index] += int(round(value * FIXED))
+                self.img_count[index] += 1
 
     def compute(self) -> dict:
+        S = len(self.edges) - 1
         return {
             "miou": mean_iou(self.inter, self.union),
+            "boundary_iou": mean_iou(self.b_inter, self.b_union),
+            "mba": fixed_mean(self.ba_sum[S], self.ba_count[S]),
+            "miou_image": fixed_mean(self.img_sum[S], self.img_count[S]),
             "per_class": [float(i) / float(u) * 100.0 if u else None for i, u in zip(self.inter, self.union)],
+            "per_class_boundary": [float(i) / float(u) * 100.0 if u else None for i, u in zip(self.b_inter, self.b_union)],
             "strata": [
                 {
                     "low": self.edges[s],
                     "high": self.edges[s + 1],
                     "count": int(self.strata_count[s]),
                     "miou": mean_iou(self.strata_inter[s], self.strata_union[s]),
+                    "boundary_iou": mean_iou(self.strata_b_inter[s], self.strata_b_union[s]),
+                    "mba": fixed_mean(self.ba_sum[s], self.ba_count[s]),
+                    "miou_image": fixed_mean(self.img_sum[s], self.img_count[s]),
                 }
-                for s in range(len(self.edges) - 1)
+                for s in range(S)
             ],
         }
 
@@ -142,28 +198,25 @@ class StrategyMetrics(nn.Module):
         out: dict = {"strategies": {}, **self.samples.compute()}
         for name in self.strategies:
             ref = self.sources[name].compute()
-            strata = [
-                {
-                    "low": b["low"],
-                    "high": b["high"],
-                    "count": b["count"],
-                    "miou_baseline": b["miou"],
-                    "miou_refined": r["miou"],
-                    "gain": r["miou"] - b["miou"],
-                }
-                for b, r in zip(base["strata"], ref["strata"])
-            ]
-            entry = {
-                "miou_baseline": base["miou"],
-                "miou_refined": ref["miou"],
-                "gain": ref["miou"] - base["miou"],
-                "strata": strata,
-            }
+            entry = {**compare(base, ref), "strata": []}
+            for b, r in zip(base["strata"], ref["strata"]):
+                entry["strata"].append({"low": b["low"], "high": b["high"], "count": b["count"], **compare(b, r)})
             if class_names is not None:
                 entry["per_class"] = {
-                    class_names[c]: {"iou_baseline": b, "iou_refined": r}
+                    class_names[c]: {"iou_baseline": b, "iou_refined": r,
+                                     "boundary_iou_baseline": base["per_class_boundary"][c],
+                                     "boundary_iou_refined": ref["per_class_boundary"][c]}  # fmt: skip
                     for c, (b, r) in enumerate(zip(base["per_class"], ref["per_class"]))
                     if b is not None
                 }
             out["strategies"][name] = entry
         return out
+
+
+def compare(base: dict, ref: dict) -> dict:
+    """Baseline, refined and gain of every metric, under their metrics.json keys."""
+    out = {}
+    for metric in METRICS:
+        kb, kr, kg, _ = metric_keys(metric)
+        out[kb], out[kr], out[kg] = base[metric], ref[metric], ref[metric] - base[metric]
+    return out

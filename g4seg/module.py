@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from .boundary import DEFAULT_DILATION_RATIO, GroundTruthBoundaries
 from .errors import ConfigError
 from .interfaces import Chain, Injector, Refiner
 from .metrics import DEFAULT_EDGES, StrategyMetrics, initial_ious, pixel_counts
@@ -44,6 +45,8 @@ class G4SegModule(L.LightningModule):
         injectors: named injectors the strategies refer to.
         class_names: dataset classes; taken from the datamodule when not given.
         strata_edges: initial-IoU edges (percent) of the quality strata.
+        boundary_dilation: Boundary IoU's dilation ratio (of the image diagonal; 0.02 as
+            the boundary-iou-api).
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class G4SegModule(L.LightningModule):
         injectors: dict[str, Injector] | None = None,
         class_names: list[str] | None = None,
         strata_edges: list[float] = list(DEFAULT_EDGES),
+        boundary_dilation: float = DEFAULT_DILATION_RATIO,
     ) -> None:
         super().__init__()
         self.injectors = nn.ModuleDict(injectors or {})
@@ -60,6 +64,9 @@ class G4SegModule(L.LightningModule):
         self.chains = nn.ModuleDict({s.name: Chain(s.refiners) for s in self.specs})
         self.class_names = class_names
         self.strata_edges = list(strata_edges)
+        if not 0 < boundary_dilation < 1:
+            raise ConfigError(f"model.boundary_dilation must be in (0, 1), got {boundary_dilation}")
+        self.boundary_dilation = boundary_dilation
         self.metrics: StrategyMetrics | None = None
         if class_names is not None:
             self.metrics = StrategyMetrics(self.strategy_names, len(class_names), self.strata_edges)
@@ -132,7 +139,8 @@ class G4SegModule(L.LightningModule):
     ) -> SampleResult:
         n = len(sample.class_names)
         labels = {BASELINE: sample.coarse.labels()}
-        counts = {BASELINE: pixel_counts(labels[BASELINE], sample.gt, n)}
+        boundaries = GroundTruthBoundaries(sample.gt.numpy(), self.boundary_dilation)
+        counts = {BASELINE: pixel_counts(labels[BASELINE], sample.gt, n, boundaries)}
         seconds: dict[str, float] = {}
         notes = {BASELINE: list(sample.coarse.notes)} if sample.coarse.notes else {}
         for spec in self.specs:
@@ -146,7 +154,7 @@ class G4SegModule(L.LightningModule):
             if own:
                 notes[spec.name] = own
             labels[spec.name] = refined.labels()
-            counts[spec.name] = pixel_counts(labels[spec.name], sample.gt, n)
+            counts[spec.name] = pixel_counts(labels[spec.name], sample.gt, n, boundaries)
         return SampleResult(
             id=sample.id,
             labels=labels,

@@ -14,6 +14,7 @@ from .errors import RecordError
 from .types import SampleResult, SourceCounts
 
 RECORDS = "records"
+COUNT_KEYS = ("inter", "union", "b_inter", "b_union", "ba")
 MANIFEST = "run.json"
 
 
@@ -60,7 +61,7 @@ def to_record(result: SampleResult) -> dict:
         "unscored_reason": result.unscored_reason,
         "initial_iou": {str(c): v for c, v in result.initial_iou.items()},
         "counts": {
-            name: {"inter": {str(c): n for c, n in sc.inter.items()}, "union": {str(c): n for c, n in sc.union.items()}}
+            name: {key: {str(c): n for c, n in getattr(sc, key).items()} for key in COUNT_KEYS}
             for name, sc in result.counts.items()
         },
         "seconds": result.seconds,
@@ -72,10 +73,17 @@ def to_record(result: SampleResult) -> dict:
 def from_record(record: dict) -> SampleResult:
     """The parts of a SampleResult that metrics need (no label maps)."""
     ints = lambda d: {int(k): int(v) for k, v in d.items()}  # noqa: E731
+    counts = {}
+    for name, c in record["counts"].items():
+        if any(key not in c for key in COUNT_KEYS):
+            raise RecordError(f"record of {record['id']!r} has no boundary counts (written by an older g4seg); "
+                              "rerun with --fresh true")  # fmt: skip
+        counts[name] = SourceCounts(ints(c["inter"]), ints(c["union"]), ints(c["b_inter"]), ints(c["b_union"]),
+                                    {int(k): float(v) for k, v in c["ba"].items()})  # fmt: skip
     return SampleResult(
         id=record["id"],
         labels={},
-        counts={name: SourceCounts(ints(c["inter"]), ints(c["union"])) for name, c in record["counts"].items()},
+        counts=counts,
         initial_iou={int(k): float(v) for k, v in record["initial_iou"].items()},
         seconds=record.get("seconds", {}),
         random_weights=record.get("random_weights", []),

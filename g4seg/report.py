@@ -1,4 +1,5 @@
-"""Readable results: metrics.json, metrics.csv, a markdown table and strata.png.
+"""Readable results: metrics.json, metrics.csv, a markdown table and strata.png, with the
+bootstrap intervals of every gain.
 
 `rebuild` recomputes everything from the per-sample records, through the same metric
 class the live run uses, so a report made later (other strata edges, say) matches.
@@ -10,10 +11,13 @@ import csv
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, confidence_intervals
 from .errors import ConfigError, RunFolderError
-from .metrics import StrategyMetrics
+from .metrics import METRICS, SHOWN, TITLES, StrategyMetrics, metric_keys
+from .plots import plot_strata
 from .records import MANIFEST, atomic_write_bytes, atomic_write_json, from_record, load_records
 from .runfolder import read_manifest
 
@@ -31,31 +35,61 @@ def mean_seconds(records: Sequence[dict]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
+def check_shown(shown: Sequence[str]) -> list[str]:
+    unknown = [m for m in shown if m not in METRICS]
+    if unknown or not shown:
+        raise ConfigError(f"--metrics: unknown {unknown or 'none given'}; choose from {list(METRICS)}")
+    return list(shown)
+
+
+def _cells(entry: dict, metric: str) -> dict:
+    kb, kr, kg, kc = metric_keys(metric)
+    ci = entry.get(kc)
+    return {f"{metric}_baseline": entry[kb], f"{metric}_refined": entry[kr], f"{metric}_gain": entry[kg],
+            f"{metric}_ci_low": ci[0] if ci else None, f"{metric}_ci_high": ci[1] if ci else None}  # fmt: skip
+
+
 def rows(metrics: dict) -> list[dict]:
+    """One row per (strategy, stratum) with every metric: the CSV."""
     out = []
     for name, m in metrics["strategies"].items():
-        out.append({"strategy": name, "stratum": "all", "count": "", "miou_baseline": m["miou_baseline"],
-                    "miou_refined": m["miou_refined"], "gain": m["gain"]})
-        for s in m["strata"]:
-            out.append({"strategy": name, "stratum": f"{s['low']:g}-{s['high']:g}", "count": s["count"],
-                        "miou_baseline": s["miou_baseline"], "miou_refined": s["miou_refined"], "gain": s["gain"]})
+        for stratum, count, entry in [("all", "", m)] + [(f"{s['low']:g}-{s['high']:g}", s["count"], s) for s in m["strata"]]:
+            row = {"strategy": name, "stratum": stratum, "count": count}
+            for metric in METRICS:
+                row.update(_cells(entry, metric))
+            out.append(row)
     return out
 
 
-def markdown(metrics: dict, seconds: dict[str, float] | None = None) -> str:
+def gain_text(gain: float | None, ci: list | None) -> str:
+    if gain is None or (isinstance(gain, float) and math.isnan(gain)):
+        return "n/a"
+    return f"{gain:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequence[str] = SHOWN) -> str:
     seconds = seconds or {}
+    head = ["strategy", "initial IoU", "instances"]
+    for metric in shown:
+        t = TITLES[metric]
+        head += [f"{t} baseline", f"{t} refined", f"{t} gain [95% CI]"]
+    head.append("s/image")
     lines = [
         f"samples: {metrics['num_samples']} (not scored, ground truth all ignore: {metrics['num_unscored']})",
         "",
-        "| strategy | initial IoU | instances | mIoU baseline | mIoU refined | gain | s/image |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(head) + " |",
+        "|---|---|" + "---:|" * (len(head) - 2),
     ]
     for r in rows(metrics):
-        sec = fmt(seconds.get(r["strategy"])) if r["stratum"] == "all" else ""
-        lines.append(
-            f"| {r['strategy']} | {r['stratum']} | {r['count']} | {fmt(r['miou_baseline'])} | "
-            f"{fmt(r['miou_refined'])} | {fmt(r['gain'])} | {sec} |"
-        )
+        cells = [r["strategy"], r["stratum"], str(r["count"])]
+        for metric in shown:
+            ci = [r[f"{metric}_ci_low"], r[f"{metric}_ci_high"]] if r[f"{metric}_ci_low"] is not None else None
+            cells += [fmt(r[f"{metric}_baseline"]), fmt(r[f"{metric}_refined"]), gain_text(r[f"{metric}_gain"], ci)]
+        cells.append(fmt(seconds.get(r["strategy"])) if r["stratum"] == "all" else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    if "bootstrap" in metrics:
+        b = metrics["bootstrap"]
+        lines += ["", f"95% CI: paired bootstrap over images, {b['resamples']} resamples, seed {b['seed']}."]
     if metrics.get("random_weights"):
         lines += ["", f"NOTE: random (untrained) weights were used by: {', '.join(metrics['random_weights'])}."]
     scored = metrics["num_samples"] - metrics["num_unscored"]
@@ -65,44 +99,9 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_strata(metrics: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = list(metrics["strategies"])
-    first = metrics["strategies"][names[0]]
-    labels = ["all"] + [f"{s['low']:g}-{s['high']:g}\n(n={s['count']})" for s in first["strata"]]
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels), 4))
-    x = np.arange(len(labels))
-    for i, name in enumerate(names):
-        m = metrics["strategies"][name]
-        gains = [m["gain"]] + [s["gain"] for s in m["strata"]]
-        gains = [0.0 if g is None or math.isnan(g) else g for g in gains]
-        label = f"{name} (random weights)" if name in metrics.get("random_weights", []) else name
-        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, gains, width, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, labels)
-    ax.set_xlabel("initial IoU of the coarse mask (%)")
-    ax.set_ylabel("mIoU gain over coarse (points)")
-    title = "Refinement gain by input quality"
-    if metrics.get("random_weights"):
-        title += " (random weights!)"
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def write_report(out_dir: Path, metrics: dict, seconds: dict[str, float] | None = None) -> str:
-    """Writes the four report files; returns the markdown table."""
+def write_report(out_dir: Path, metrics: dict, seconds: dict[str, float] | None = None,
+                 shown: Sequence[str] = SHOWN) -> str:  # fmt: skip
+    """Writes the report files; returns the markdown table."""
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "metrics.json", metrics)
     if seconds:
@@ -113,15 +112,25 @@ def write_report(out_dir: Path, metrics: dict, seconds: dict[str, float] | None 
     writer.writeheader()
     writer.writerows(table_rows)
     atomic_write_bytes(out_dir / "metrics.csv", buf.getvalue().encode())
-    table = markdown(metrics, seconds)
+    table = markdown(metrics, seconds, shown)
     atomic_write_bytes(out_dir / "summary.md", table.encode())
-    plot_strata(metrics, out_dir / "strata.png")
+    plot_strata(metrics, out_dir / "strata.png", shown)
     return table
 
 
-def rebuild(out_dir: Path, edges: Sequence[float] | None = None) -> tuple[dict, str]:
+@dataclass
+class ReportSettings:
+    """What the report shows and how its intervals are drawn (not part of the records)."""
+
+    metrics: Sequence[str] = SHOWN
+    bootstrap: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+
+
+def rebuild(out_dir: Path, edges: Sequence[float] | None = None, shown: Sequence[str] | None = None,
+            bootstrap: int | None = None, seed: int | None = None) -> tuple[dict, str]:  # fmt: skip
     """Metrics and report from the records of a (finished or interrupted) run: exactly the
-    ids the run scores (run.json), each once."""
+    ids the run scores (run.json), each once. Settings not given are the run's own."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     if manifest is None:
@@ -129,19 +138,39 @@ def rebuild(out_dir: Path, edges: Sequence[float] | None = None) -> tuple[dict, 
     records = load_records(out_dir, manifest.get("ids"))
     if not records:
         raise RunFolderError(f"{out_dir}: no per-sample records yet")
+    run = (manifest.get("config") or {}).get("scoring") or {}
+    settings = ReportSettings(
+        check_shown(shown or run.get("metrics") or SHOWN),
+        run.get("bootstrap", DEFAULT_RESAMPLES) if bootstrap is None else bootstrap,
+        run.get("seed", DEFAULT_SEED) if seed is None else seed,
+    )
+    edges = list(edges or manifest["strata_edges"])
     try:
-        metrics = StrategyMetrics(manifest["strategies"], len(manifest["class_names"]), edges or manifest["strata_edges"])
+        metrics = StrategyMetrics(manifest["strategies"], len(manifest["class_names"]), edges)
     except ValueError as e:
         raise ConfigError(f"--edges: {e}") from None
     for record in records:
         metrics.update(from_record(record))
-    result = finish(metrics.compute(manifest["class_names"]), records)
-    return result, write_report(out_dir, result, mean_seconds(records))
+    result = finish(metrics.compute(manifest["class_names"]), records, len(manifest["class_names"]), edges, settings)
+    return result, write_report(out_dir, result, mean_seconds(records), settings.metrics)
 
 
-def finish(metrics: dict, records: Sequence[dict]) -> dict:
-    """Adds what only the records know: which strategies ran on random weights, and what
-    refiners did to their input (e.g. softened hard masks), counted over samples."""
+def finish(metrics: dict, records: Sequence[dict], num_classes: int, edges: Sequence[float],
+           settings: ReportSettings | None = None) -> dict:  # fmt: skip
+    """Adds what only the records know: the bootstrap intervals of every gain, which
+    strategies ran on random weights, and what refiners did to their input (e.g. softened
+    hard masks), counted over samples."""
+    settings = settings or ReportSettings()
+    cis = confidence_intervals(records, list(metrics["strategies"]), num_classes, edges, settings.bootstrap, settings.seed)
+    for name, by_metric in cis.items():
+        entry = metrics["strategies"][name]
+        for metric, intervals in by_metric.items():
+            key = metric_keys(metric)[3]
+            entry[key] = intervals[0]
+            for stratum, ci in zip(entry["strata"], intervals[1:]):
+                stratum[key] = ci
+    if cis:
+        metrics["bootstrap"] = {"resamples": settings.bootstrap, "seed": settings.seed, "level": 0.95}
     random = sorted({name for r in records for name in r.get("random_weights", [])})
     if random:
         metrics["random_weights"] = random

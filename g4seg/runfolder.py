@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import RunFolderError
 from .records import MANIFEST, atomic_write_json
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: records hold boundary counts
 # resolved-config keys that cannot change a number (prefixes of dotted keys)
 NOT_NUMBERS = (
     "trainer", "output_dir", "save_generated", "fresh", "writer", "scoring", "ckpt_path", "return_predictions", "config",

@@ -17,16 +17,26 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 from .records import dataset_ids, from_record, load_records
-from .report import finish, mean_seconds, write_report
+from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from .errors import ConfigError
+from .report import SHOWN, ReportSettings, check_shown, finish, mean_seconds, write_report
 
 
 class Scoring(Callback):
     """Args:
     output_dir: the run folder (records in, report out).
+    metrics: the table's and plot's metrics, of miou, boundary_iou, mba, miou_image
+        (metrics.json and metrics.csv always hold all of them).
+    bootstrap: resamples of the paired bootstrap behind every gain's 95% CI (0: none).
+    seed: the bootstrap's seed.
     """
 
-    def __init__(self, output_dir: str = "outputs/run") -> None:
+    def __init__(self, output_dir: str = "outputs/run", metrics: list[str] = list(SHOWN),
+                 bootstrap: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> None:  # fmt: skip
+        if bootstrap < 0:
+            raise ConfigError(f"scoring.bootstrap must be >= 0 resamples, got {bootstrap}")
         self.output_dir = Path(output_dir)
+        self.settings = ReportSettings(check_shown(metrics), bootstrap, seed)
         self.ids: list[str] | None = None
 
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -46,5 +56,7 @@ class Scoring(Callback):
         trainer.strategy.barrier("g4seg-records-written")
         if trainer.is_global_zero:
             records = load_records(self.output_dir, self.ids)
-            table = write_report(self.output_dir, finish(metrics, records), mean_seconds(records))
+            edges = pl_module.strata_edges
+            result = finish(metrics, records, len(pl_module.class_names), edges, self.settings)
+            table = write_report(self.output_dir, result, mean_seconds(records), self.settings.metrics)
             print(f"\n{table}\nresults in {self.output_dir}/ (metrics.json, metrics.csv, summary.md, strata.png)")

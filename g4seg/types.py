@@ -98,14 +98,18 @@ class Generated:
 
 @dataclass
 class SourceCounts:
-    """Per-class intersection and union pixel counts of one label map against the GT.
+    """Per-class counts of one label map against the GT: region and boundary intersection
+    and union pixels, and the boundary accuracy of each GT class.
 
-    Sums of these over samples give dataset IoU exactly, which is why records store them
-    and metrics keep them as states.
+    Sums of these over samples give dataset IoU and Boundary IoU exactly, which is why
+    records store them, metrics keep them as states, and the bootstrap resamples them.
     """
 
     inter: dict[int, int] = field(default_factory=dict)
     union: dict[int, int] = field(default_factory=dict)
+    b_inter: dict[int, int] = field(default_factory=dict)  # Boundary IoU: |G_d and P_d| per class
+    b_union: dict[int, int] = field(default_factory=dict)  # |G_d or P_d|
+    ba: dict[int, float] = field(default_factory=dict)  # boundary accuracy per GT foreground class (mBA)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Generation benchmark: seconds per image per injector, batched classes vs a per-class
 loop, and the harness' overhead over the bare model calls; the start-latent options
 (noise, DDIM inversion, Null-text inversion) with their latent reconstruction error;
-CascadePSP's seconds per image.
+CascadePSP's seconds per image; the CLIP segmenters'; the metrics' cost against DenseCRF and
+the bootstrap's on a VOC-val-sized run.
 
     python scripts/benchmark.py                      # tiny models, CPU, bundled images
     python scripts/benchmark.py --size sd21 --device cuda --dtype fp16   # real-size shapes, random weights
@@ -172,6 +173,60 @@ def cascadepsp_table(samples: list[Sample], args) -> None:
         print(f"{'global only' if fast else 'global + local':<26} {L:>5} {seconds / len(samples):>9.4f}")
 
 
+def voc_like_records(rng, n: int, strategies: list[str], classes: int = 21) -> list[dict]:
+    """Records shaped like VOC val's (background + ~2 classes an image), random counts."""
+    import numpy as np
+
+    records = []
+    for i in range(n):
+        present = [0, *rng.choice(np.arange(1, classes), 2, replace=False).tolist()]
+        counts = {}
+        for name in ["baseline", *strategies]:
+            inter = {c: int(rng.integers(0, 10000)) for c in present}
+            counts[name] = {"inter": {str(c): v for c, v in inter.items()},
+                            "union": {str(c): v + int(rng.integers(1, 5000)) for c, v in inter.items()},
+                            "b_inter": {str(c): v // 10 for c, v in inter.items()},
+                            "b_union": {str(c): v // 10 + 500 for c, v in inter.items()},
+                            "ba": {str(c): float(rng.random()) for c in present[1:]}}  # fmt: skip
+        records.append({"id": str(i), "counts": counts, "initial_iou": {str(c): float(rng.random() * 100) for c in present[1:]}})
+    return records
+
+
+def metrics_table(args) -> None:
+    """Cost of all metrics for one 512x512 image with 21 classes (worst case: every class
+    present, GT side included) against DenseCRF on it; the bootstrap of a VOC-val-sized run."""
+    import numpy as np
+
+    from g4seg.bootstrap import confidence_intervals
+    from g4seg.boundary import GroundTruthBoundaries
+    from g4seg.metrics import pixel_counts
+    from strategies.refiners import DenseCRF
+
+    rng = np.random.default_rng(0)
+    seeds = rng.integers(0, 512, (21, 2))
+    yy, xx = np.mgrid[:512, :512]
+    gt = np.argmin(((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2), -1).astype(np.int64)
+    pred = np.roll(gt, (3, -4), axis=(0, 1))
+    probs = torch.nn.functional.one_hot(torch.from_numpy(pred), 21).permute(2, 0, 1).float() * 0.6 + 0.4 / 21
+    image = torch.from_numpy(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8))
+    sample = Sample("bench", image, torch.from_numpy(gt), [str(i) for i in range(21)],
+                    ClassProbs(torch.arange(21), probs))  # fmt: skip
+    crf = DenseCRF()
+
+    def all_metrics():
+        pixel_counts(torch.from_numpy(pred), torch.from_numpy(gt), 21, GroundTruthBoundaries(gt.astype(np.uint8)))
+
+    metric_s, crf_s = timed([all_metrics, lambda: crf.refine(sample, sample.coarse, None)], "cpu", args.repeats)
+    print(f"\n{'metrics (512x512, 21 classes)':<32} {'s/image':>9}")
+    print(f"{'all metrics, one source':<32} {metric_s:>9.4f}")
+    print(f"{'DenseCRF':<32} {crf_s:>9.4f}   metrics = {100 * metric_s / crf_s:.1f}% of DenseCRF")
+    records = voc_like_records(rng, 1449, ["a", "b", "c"])
+    start = time.perf_counter()
+    confidence_intervals(records, ["a", "b", "c"], 21, [0, 40, 80, 100], 1000, 0)
+    print(f"bootstrap, 1,449 images x 3 strategies x 1,000 resamples, 4 metrics x 4 strata: "
+          f"{time.perf_counter() - start:.2f} s (BLAS threads as the machine has; OPENBLAS_NUM_THREADS=1 for one core)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["tiny", "sd21"], default="tiny")
@@ -180,8 +235,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per batch for s/image")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
-    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp", "producers"],
-                        default=["injectors", "inversion", "cascadepsp", "producers"])  # fmt: skip
+    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp", "producers", "metrics"],
+                        default=["injectors", "inversion", "cascadepsp", "producers", "metrics"])  # fmt: skip
     args = parser.parse_args()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
 
@@ -199,6 +254,8 @@ def main() -> None:
         cascadepsp_table(samples, args)
     if "producers" in args.only:
         producers_table(samples, args)
+    if "metrics" in args.only:
+        metrics_table(args)
     if "injectors" not in args.only:
         return
     print(f"\n{'injector':<12} {'s/image':>9} {'batched 3 cls':>14} {'loop 3 cls':>11} {'speed-up':>9} "

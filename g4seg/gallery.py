@@ -1,0 +1,158 @@
+"""Which samples the report shows, and their thumbnails.
+
+People judge a refiner by looking where it helps and where it breaks, so the gallery shows,
+per strategy and per stratum, the samples with the largest and the smallest gain. A
+sample's gain is its per-image mIoU (refined minus coarse) over its classes, or over its
+instances in the stratum. Only the shown samples get thumbnails (small JPEGs under
+OUTDIR/report/), so a 1,449-image run's report stays small and quick to build.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .metrics import image_miou, stratum_of
+from .records import atomic_write_bytes, from_record, safe_name
+from .types import BASELINE, IGNORE_INDEX, SampleResult
+from .writer import PALETTE
+
+THUMB_SIDE = 128
+REPORT_DIR = "report"
+ALL = "all"
+
+
+@dataclass
+class Shown:
+    """One sample in one gallery section."""
+
+    id: str
+    gain: float  # points
+
+
+def stratum_names(edges: Sequence[float]) -> list[str]:
+    return [ALL] + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:])]
+
+
+def section_classes(result: SampleResult, edges: Sequence[float], stratum: str) -> list[int]:
+    """The classes a sample is judged on in a section: all its classes, or its instances
+    (foreground classes with a coarse IoU) in the stratum."""
+    if stratum == ALL:
+        return sorted(result.counts[BASELINE].union)
+    index = stratum_names(edges).index(stratum) - 1
+    return sorted(c for c, iou in result.initial_iou.items() if stratum_of(iou, edges) == index)
+
+
+def sample_gain(result: SampleResult, strategy: str, classes: Sequence[int]) -> float | None:
+    base, ref = image_miou(result.counts[BASELINE], classes), image_miou(result.counts[strategy], classes)
+    if base is None:
+        return None
+    return 100.0 * ((ref or 0.0) - base)
+
+
+def select(records: Sequence[dict], strategy: str, edges: Sequence[float], stratum: str, n: int) -> tuple[list[Shown], list[Shown]]:
+    """(best, worst): the n largest gains, highest first, and the n smallest not already
+    among the best, lowest first."""
+    ranked = []
+    for record in records:
+        if record.get("unscored_reason") is not None:
+            continue
+        result = from_record(record)
+        classes = section_classes(result, edges, stratum)
+        gain = sample_gain(result, strategy, classes) if classes else None
+        if gain is not None:
+            ranked.append(Shown(result.id, gain))
+    ranked.sort(key=lambda s: (-s.gain, s.id))
+    best = ranked[:n]
+    worst = [s for s in reversed(ranked) if s not in best][:n]
+    return best, worst
+
+
+def overlay(image: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """The label map's VOC colours over the image (half and half); ignore pixels white."""
+    if labels is None:
+        return image
+    palette = np.asarray(PALETTE, dtype=np.uint8).reshape(256, 3)
+    colour = palette[labels]
+    out = image.astype(np.float32)
+    fg = (labels != 0)[..., None]
+    out = np.where(fg, 0.45 * out + 0.55 * colour, out)
+    out[labels == IGNORE_INDEX] = 255
+    return out.astype(np.uint8)
+
+
+def thumbnail(array: np.ndarray, side: int = THUMB_SIDE) -> bytes:
+    h, w = array.shape[:2]
+    scale = side / max(h, w)
+    small = cv2.resize(array, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, format="JPEG", quality=78)
+    return buf.getvalue()
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    try:
+        return np.asarray(Image.open(path).convert("RGB"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_labels(path: Path) -> np.ndarray | None:
+    try:
+        return np.asarray(Image.open(path), dtype=np.uint8)
+    except (OSError, ValueError):
+        return None
+
+
+class Thumbnails:
+    """Writes (once) and names the thumbnails of the shown samples, relative to OUTDIR."""
+
+    def __init__(self, out_dir: Path, image_dir: Path | None, gt_dir: Path | None) -> None:
+        self.out_dir, self.image_dir, self.gt_dir = Path(out_dir), image_dir, gt_dir
+        self._images: dict[str, np.ndarray | None] = {}
+        self.missing_images: set[str] = set()
+
+    def image(self, sample_id: str) -> np.ndarray | None:
+        if sample_id not in self._images:
+            found = None
+            if self.image_dir is not None:
+                for suffix in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG"):
+                    if (self.image_dir / f"{sample_id}{suffix}").is_file():
+                        found = read_rgb(self.image_dir / f"{sample_id}{suffix}")
+                        break
+            if found is None:
+                self.missing_images.add(sample_id)
+            self._images[sample_id] = found
+        return self._images[sample_id]
+
+    def _write(self, kind: str, sample_id: str, array: np.ndarray) -> str:
+        rel = f"{REPORT_DIR}/thumbs/{kind}/{safe_name(sample_id)}.jpg"
+        path = self.out_dir / rel
+        if not path.exists():
+            atomic_write_bytes(path, thumbnail(array))
+        return rel
+
+    def source(self, sample_id: str, source: str) -> str | None:
+        """"image", "gt", or a label source (baseline / strategy) as an overlay."""
+        image = self.image(sample_id)
+        if source == "image":
+            return self._write("image", sample_id, image) if image is not None else None
+        if source == "gt":
+            labels = read_labels(self.gt_dir / f"{sample_id}.png") if self.gt_dir is not None else None
+        else:
+            labels = read_labels(self.out_dir / "masks" / source / f"{safe_name(sample_id)}.png")
+        if labels is None:
+            return None
+        base = image if image is not None and image.shape[:2] == labels.shape else np.full((*labels.shape, 3), 96, np.uint8)
+        return self._write("gt" if source == "gt" else f"masks/{source}", sample_id, overlay(base, labels))
+
+    def generated(self, sample_id: str, injector: str, class_id: int) -> str | None:
+        path = self.out_dir / "generated" / injector / f"{safe_name(sample_id)}_{class_id}.png"
+        array = read_rgb(path) if path.is_file() else None
+        return self._write(f"generated/{injector}/{class_id}", sample_id, array) if array is not None else None

@@ -1,0 +1,112 @@
+"""The report's plots: gain per stratum (with CIs), gain per class, and initial IoU vs gain
+per (image, class) instance. Matplotlib with the Agg backend; files written atomically."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from .metrics import SHOWN, TITLES, metric_keys
+from .records import atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _label(metrics: dict, name: str) -> str:
+    return f"{name} (random weights)" if name in metrics.get("random_weights", []) else name
+
+
+def plot_strata(metrics: dict, path: Path, shown: Sequence[str] = SHOWN) -> None:
+    """Gain per stratum per strategy, one panel per metric, 95% CIs as error bars."""
+    import numpy as np
+
+    plt = _pyplot()
+
+    names = list(metrics["strategies"])
+    first = metrics["strategies"][names[0]]
+    labels = ["all"] + [f"{s['low']:g}-{s['high']:g}\n(n={s['count']})" for s in first["strata"]]
+    width = 0.8 / max(1, len(names))
+    fig, axes = plt.subplots(1, len(shown), figsize=(len(shown) * (1.6 + 1.4 * len(labels)), 4), squeeze=False)
+    x = np.arange(len(labels))
+    for ax, metric in zip(axes[0], shown):
+        _, _, kg, kc = metric_keys(metric)
+        for i, name in enumerate(names):
+            m = metrics["strategies"][name]
+            entries = [m] + m["strata"]
+            gains = [e[kg] for e in entries]
+            gains = [0.0 if g is None or math.isnan(g) else g for g in gains]
+            cis = [e.get(kc) for e in entries]
+            err = np.array([[g - c[0], c[1] - g] if c else [0.0, 0.0] for g, c in zip(gains, cis)]).T.clip(min=0)
+            label = _label(metrics, name)
+            bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, gains, width, label=label,
+                          yerr=err if any(cis) else None, capsize=2, error_kw={"linewidth": 0.8})  # fmt: skip
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(x, labels)
+        ax.set_xlabel("initial IoU of the coarse mask (%)")
+        ax.set_ylabel(f"{TITLES[metric]} gain over coarse (points)")
+        ax.set_title(TITLES[metric] + (" (random weights!)" if metrics.get("random_weights") else ""))
+    axes[0][0].legend(fontsize=8)
+    if "bootstrap" in metrics:
+        fig.suptitle("Refinement gain by input quality (bars: 95% bootstrap CI)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_per_class(metrics: dict, path: Path) -> None:
+    """IoU gain per class per strategy (classes that occur), horizontal bars."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(metrics["strategies"])
+    classes = list(metrics["strategies"][names[0]].get("per_class", {}))
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(classes) * max(1, len(names)) ** 0.5))
+    y = np.arange(len(classes))
+    height = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        per_class = metrics["strategies"][name].get("per_class", {})
+        gains = [(per_class[c]["iou_refined"] or 0.0) - per_class[c]["iou_baseline"] for c in classes]
+        ax.barh(y + (i - (len(names) - 1) / 2) * height, gains, height, label=_label(metrics, name))
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, classes)
+    ax.invert_yaxis()
+    ax.set_xlabel("IoU gain over coarse (points)")
+    ax.set_title("Gain per class")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_instances(metrics: dict, instances: dict[str, list[tuple[float, float]]], edges: Sequence[float], path: Path) -> None:
+    """Initial IoU vs IoU gain of every (image, class) instance, one colour per strategy."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, points in instances.items():
+        if points:
+            xs, ys = zip(*points)
+            ax.scatter(xs, ys, s=9, alpha=0.6, label=_label(metrics, name))
+    for e in edges[1:-1]:
+        ax.axvline(e, color="grey", linewidth=0.6, linestyle="--")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("initial IoU of the coarse mask (%)")
+    ax.set_ylabel("IoU gain (points)")
+    ax.set_title("Gain per (image, class) instance")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)

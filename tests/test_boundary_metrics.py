@@ -1,0 +1,251 @@
+"""Boundary IoU, mBA, per-image mIoU and the bootstrap against references written here from
+the two papers' code (boundary-iou-api `mask_to_boundary`, CascadePSP
+`compute_boundary_acc`), on the real sample masks, degraded, and on hand-made cases."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import finished_run, read_metrics
+from g4seg.bootstrap import Tables, confidence_intervals
+from g4seg.boundary import GroundTruthBoundaries, mask_boundary
+from g4seg.metrics import StrategyMetrics, initial_ious, pixel_counts
+from g4seg.records import from_record, to_record
+from g4seg.types import BASELINE, SampleResult
+
+C = 21
+
+
+# -- references, from the definitions -------------------------------------------------------
+def ref_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
+    """boundary-iou-api's mask_to_boundary."""
+    h, w = mask.shape
+    dilation = max(1, int(round(dilation_ratio * np.sqrt(h**2 + w**2))))
+    new_mask = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    erode = cv2.erode(new_mask, np.ones((3, 3), np.uint8), iterations=dilation)[1 : h + 1, 1 : w + 1]
+    return mask - erode
+
+
+def ref_boundary_iou(preds, gts) -> tuple[float, dict[int, float]]:
+    inter, union = np.zeros(C), np.zeros(C)
+    for p, g in zip(preds, gts):
+        valid = g != 255
+        for c in range(C):
+            if not ((p == c) | (g == c))[valid].any():
+                continue
+            gd = ref_boundary((g == c).astype(np.uint8)).astype(bool)
+            pd = ref_boundary((p == c).astype(np.uint8)).astype(bool)
+            inter[c] += (gd & pd & valid).sum()
+            union[c] += ((gd | pd) & valid).sum()
+    seen = union > 0
+    return 100 * float(np.mean(inter[seen] / union[seen])), {c: inter[c] / union[c] for c in np.flatnonzero(seen)}
+
+
+def ref_boundary_acc(gt: np.ndarray, seg: np.ndarray, valid: np.ndarray) -> float:
+    """CascadePSP's compute_boundary_acc for one binary mask; the band's unscored pixels left out."""
+    h, w = gt.shape
+    max_radius, steps, accs = (w + h) / 300, 5, []
+    for i in range(steps):
+        r = 1 + int((max_radius - 1) / steps * i)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (r * 2 + 1, r * 2 + 1))
+        region = (cv2.morphologyEx(gt, cv2.MORPH_GRADIENT, kernel) > 0) & valid
+        gt_in, seg_in = gt[region].astype(np.int64), seg[region].astype(np.int64)
+        accs.append((gt_in * seg_in + (1 - gt_in) * (1 - seg_in)).sum() / region.sum())
+    return sum(accs) / steps
+
+
+def ref_mba(preds, gts) -> float:
+    accs = []
+    for p, g in zip(preds, gts):
+        valid = g != 255
+        for c in np.unique(g[valid]):
+            if c != 0:
+                accs.append(ref_boundary_acc((g == c).astype(np.uint8), (p == c).astype(np.uint8), valid))
+    return 100 * float(np.mean(accs))
+
+
+def ref_image_miou(preds, gts) -> float:
+    per_image = []
+    for p, g in zip(preds, gts):
+        valid = g != 255
+        ious = [((p == c) & (g == c))[valid].sum() / u for c in range(C) if (u := ((p == c) | (g == c))[valid].sum())]
+        per_image.append(np.mean(ious))
+    return 100 * float(np.mean(per_image))
+
+
+# -- the real sample masks, degraded ----------------------------------------------------------
+def degrade(gt: np.ndarray, seed: int) -> np.ndarray:
+    """Each class dilated or eroded and shifted; ignore pixels get a label like a segmenter's."""
+    rng = np.random.default_rng(seed)
+    out = np.where(gt == 255, 0, gt).astype(np.uint8)
+    for c in np.unique(gt):
+        if c in (0, 255):
+            continue
+        m = (gt == c).astype(np.uint8)
+        k = np.ones((int(rng.integers(3, 15)),) * 2, np.uint8)
+        m = cv2.dilate(m, k) if rng.random() < 0.5 else cv2.erode(m, k)
+        m = np.roll(m, tuple(int(x) for x in rng.integers(-6, 7, 2)), axis=(0, 1))
+        out[(out == c)] = 0
+        out[m > 0] = c
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_pairs(real_voc):
+    gts = [np.asarray(Image.open(p), dtype=np.uint8) for p in sorted((real_voc / "SegmentationClass").glob("*.png"))]
+    return gts, [degrade(g, i) for i, g in enumerate(gts)]
+
+
+def feed(preds, gts, refined=None) -> StrategyMetrics:
+    metrics = StrategyMetrics(["s"], C)
+    for i, (p, g) in enumerate(zip(preds, gts)):
+        b = GroundTruthBoundaries(g)
+        gt = torch.from_numpy(g.astype(np.int64))
+        counts = {BASELINE: pixel_counts(torch.from_numpy(p.astype(np.int64)), gt, C, b)}
+        r = p if refined is None else refined[i]
+        counts["s"] = pixel_counts(torch.from_numpy(r.astype(np.int64)), gt, C, b)
+        metrics.update(SampleResult(str(i), {}, counts, initial_ious(counts[BASELINE])))
+    return metrics
+
+
+def test_boundary_iou_mba_and_image_miou_equal_the_references_on_real_masks(real_pairs):
+    gts, preds = real_pairs
+    assert any((g == 255).any() for g in gts)  # VOC's ignore outlines are part of the case
+    m = feed(preds, gts).sources[BASELINE].compute()
+    biou, per_class = ref_boundary_iou(preds, gts)
+    assert m["boundary_iou"] == pytest.approx(biou, abs=1e-9)
+    for c, v in per_class.items():
+        assert m["per_class_boundary"][c] == pytest.approx(100 * v, abs=1e-9)
+    assert m["mba"] == pytest.approx(ref_mba(preds, gts), abs=1e-9)
+    assert m["miou_image"] == pytest.approx(ref_image_miou(preds, gts), abs=1e-9)
+
+
+def test_mba_equals_cascadepsp_formula_without_ignore(real_pairs):
+    """No ignore pixels: the band is CascadePSP's, untouched."""
+    gts = [np.where(g == 255, 0, g).astype(np.uint8) for g in real_pairs[0]]
+    preds = real_pairs[1]
+    m = feed(preds, gts).sources[BASELINE].compute()
+    assert m["mba"] == pytest.approx(ref_mba(preds, gts), abs=1e-9)
+
+
+# -- hand-made cases ---------------------------------------------------------------------------
+def square(top, left, size=10, h=20, w=20):
+    m = np.zeros((h, w), np.uint8)
+    m[top : top + size, left : left + size] = 1
+    return m
+
+
+def one(pred, gt):
+    return feed([pred], [gt]).sources[BASELINE].compute()
+
+
+def test_square_shifted_by_one_pixel():
+    # 20x20: d = round(0.02 * 28.3) = 1, so each boundary is the 36-pixel ring of the square;
+    # shifted right by one, the rings share their top and bottom rows but one pixel: 18 of 54
+    m = one(square(5, 6), square(5, 5))
+    assert m["per_class_boundary"][1] == pytest.approx(100 * 18 / 54)
+    assert m["per_class"][1] == pytest.approx(100 * 90 / 110)
+
+
+def test_perfect_and_empty_predictions():
+    gt = square(5, 5)
+    perfect = one(gt, gt)
+    assert perfect["boundary_iou"] == perfect["mba"] == perfect["miou"] == perfect["miou_image"] == 100.0
+    empty = one(np.zeros_like(gt), gt)
+    assert empty["per_class_boundary"][1] == 0.0
+    # radii all 1 at 20x20; the gradient with the 3x3 ellipse (a cross) is the 36-pixel ring
+    # inside the square (missed) and the 40-pixel ring outside it without corners (agreed)
+    assert empty["mba"] == pytest.approx(100 * 40 / 76)
+
+
+def test_a_class_touching_the_image_border_has_boundary_along_the_border():
+    m = square(0, 0)
+    assert mask_boundary(m, 1).sum() == 36  # 100 - the 8x8 interior: rows/cols 0 count
+    assert one(m, m)["per_class_boundary"][1] == 100.0
+    shifted = one(square(1, 0), m)["per_class_boundary"][1]
+    assert shifted == pytest.approx(100 * ref_boundary_iou([square(1, 0)], [m])[1][1])
+
+
+# -- bootstrap ---------------------------------------------------------------------------------
+def records_of(preds, gts, refined):
+    out = []
+    for i, (p, g, r) in enumerate(zip(preds, gts, refined)):
+        b = GroundTruthBoundaries(g)
+        gt = torch.from_numpy(g.astype(np.int64))
+        counts = {name: pixel_counts(torch.from_numpy(x.astype(np.int64)), gt, C, b)
+                  for name, x in ((BASELINE, p), ("same", p), ("crf", r))}  # fmt: skip
+        rec = to_record(SampleResult(f"{i:03d}", {}, counts, initial_ious(counts[BASELINE])))
+        out.append(json.loads(json.dumps(rec)))  # as it reads back from disk
+    return out
+
+
+def test_bootstrap_intervals(real_pairs):
+    gts, preds = real_pairs
+    refined = [cv2.medianBlur(p, 7) for p in preds]
+    records = records_of(preds, gts, refined)
+    edges = [0, 40, 80, 100]
+    cis = confidence_intervals(records, ["same", "crf"], C, edges, resamples=500, seed=3)
+    metrics = StrategyMetrics(["same", "crf"], C, edges)
+    for r in records:
+        metrics.update(from_record(r))
+    doc = metrics.compute()
+    tables = Tables(records, [BASELINE, "crf"], C, edges)
+    for metric, gain_key in (("miou", "gain"), ("boundary_iou", "boundary_iou_gain"), ("mba", "mba_gain"),
+                             ("miou_image", "miou_image_gain")):  # fmt: skip
+        assert cis["same"][metric][0] == [0.0, 0.0]  # identical to the baseline
+        lo, hi = cis["crf"][metric][0]
+        point = doc["strategies"]["crf"][gain_key]
+        assert lo <= point <= hi and lo < hi
+        # the bootstrap's per-image tables give the metric's point estimate (two code paths)
+        assert tables.point("crf", metric, 0) - tables.point(BASELINE, metric, 0) == pytest.approx(point, abs=1e-9)
+    assert confidence_intervals(records, ["crf"], C, edges, 500, 3)["crf"] == cis["crf"]
+    assert confidence_intervals(records, ["crf"], C, edges, 500, 4)["crf"] != cis["crf"]
+
+
+def test_bootstrap_is_fast_enough_for_voc_val():
+    """1,449 images x 3 strategies x 1,000 resamples; a loose bound here, the benchmark measures."""
+    import time
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(1449):
+        classes = [0, *rng.choice(np.arange(1, C), 2, replace=False).tolist()]
+        counts = {}
+        for name in (BASELINE, "a", "b", "c"):
+            inter = {c: int(rng.integers(0, 1000)) for c in classes}
+            counts[name] = {"inter": {str(c): v for c, v in inter.items()},
+                            "union": {str(c): v + int(rng.integers(1, 500)) for c, v in inter.items()},
+                            "b_inter": {str(c): v // 10 for c, v in inter.items()},
+                            "b_union": {str(c): v // 10 + 50 for c, v in inter.items()},
+                            "ba": {str(c): float(rng.random()) for c in classes[1:]}}  # fmt: skip
+        records.append({"id": str(i), "counts": counts, "initial_iou": {str(c): float(rng.random() * 100) for c in classes[1:]}})
+    start = time.perf_counter()
+    cis = confidence_intervals(records, ["a", "b", "c"], C, [0, 40, 80, 100], 1000, 0)
+    assert time.perf_counter() - start < 60
+    assert all(ci is not None for ci in cis["a"]["miou"])
+
+
+# -- through predict: one and two processes, resume --------------------------------------------
+def test_report_metrics_option_and_rebuild_reproduce_the_intervals(tmp_path):
+    from conftest import cli
+
+    out = tmp_path / "run"
+    finished_run(out, "predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "4", "--scoring.bootstrap", "200")
+    first = read_metrics(out)
+    assert first["bootstrap"] == {"resamples": 200, "seed": 0, "level": 0.95}
+    crf = first["strategies"]["densecrf"]
+    for ci, gain in (("ci95", "gain"), ("boundary_iou_ci95", "boundary_iou_gain"), ("mba_ci95", "mba_gain")):
+        assert crf[ci][0] <= crf[gain] <= crf[ci][1]
+        assert all(s[ci] is None or s[ci][0] <= s[gain] <= s[ci][1] for s in crf["strata"])
+    code, table, err = cli("report", str(out), "--metrics", "boundary_iou", "mba")
+    assert code == 0, err
+    assert "Boundary IoU gain [95% CI]" in table and "mIoU baseline" not in table
+    assert read_metrics(out) == first  # the run's own bootstrap settings, from run.json
+    code, _, err = cli("report", str(out), "--metrics", "nope")
+    assert code == 2 and "--metrics: unknown ['nope']" in err
