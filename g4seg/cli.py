@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -74,9 +75,11 @@ def report_main(argv: list[str]) -> None:
     parser.add_argument("--metrics", nargs="+", help="table columns: miou boundary_iou mba miou_image (default: the run's)")
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the CIs (default: the run's; 0 = none)")
     parser.add_argument("--seed", type=int, help="bootstrap seed (default: the run's)")
+    parser.add_argument("--gallery", type=int, help="best/worst samples per strategy and stratum in report.html")
     args = parser.parse_args(argv)
-    _, table = rebuild(args.output_dir, args.edges, args.metrics, args.bootstrap, args.seed)
+    _, table = rebuild(args.output_dir, args.edges, args.metrics, args.bootstrap, args.seed, args.gallery)
     print(table)
+    print(f"report: {(Path(args.output_dir) / 'report.html').resolve()}")
 
 
 def causes(exc: BaseException | None):

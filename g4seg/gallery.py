@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .metrics import image_miou, stratum_of
-from .records import atomic_write_bytes, from_record, safe_name
+from .records import atomic_write_bytes, safe_name
 from .types import BASELINE, IGNORE_INDEX, SampleResult
 from .writer import PALETTE
 
@@ -56,21 +56,21 @@ def sample_gain(result: SampleResult, strategy: str, classes: Sequence[int]) -> 
     return 100.0 * ((ref or 0.0) - base)
 
 
-def select(records: Sequence[dict], strategy: str, edges: Sequence[float], stratum: str, n: int) -> tuple[list[Shown], list[Shown]]:
-    """(best, worst): the n largest gains, highest first, and the n smallest not already
-    among the best, lowest first."""
+def select(results: Sequence[SampleResult], strategy: str, edges: Sequence[float], stratum: str, n: int) -> tuple[list[Shown], list[Shown]]:
+    """(best, worst) of the scored samples: the n largest gains, highest first, and the n
+    smallest not already among the best, lowest first."""
     ranked = []
-    for record in records:
-        if record.get("unscored_reason") is not None:
+    for result in results:
+        if result.unscored_reason is not None:
             continue
-        result = from_record(record)
         classes = section_classes(result, edges, stratum)
         gain = sample_gain(result, strategy, classes) if classes else None
         if gain is not None:
             ranked.append(Shown(result.id, gain))
     ranked.sort(key=lambda s: (-s.gain, s.id))
     best = ranked[:n]
-    worst = [s for s in reversed(ranked) if s not in best][:n]
+    chosen = {s.id for s in best}
+    worst = [s for s in reversed(ranked) if s.id not in chosen][:n]
     return best, worst
 
 
@@ -87,12 +87,16 @@ def overlay(image: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def thumbnail(array: np.ndarray, side: int = THUMB_SIDE) -> bytes:
+def small(array: np.ndarray, side: int = THUMB_SIDE, labels: bool = False) -> np.ndarray:
     h, w = array.shape[:2]
     scale = side / max(h, w)
-    small = cv2.resize(array, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(array, size, interpolation=cv2.INTER_NEAREST if labels else cv2.INTER_AREA)
+
+
+def jpeg(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(small).save(buf, format="JPEG", quality=78)
+    Image.fromarray(array).save(buf, format="JPEG", quality=78)
     return buf.getvalue()
 
 
@@ -131,28 +135,42 @@ class Thumbnails:
             self._images[sample_id] = found
         return self._images[sample_id]
 
-    def _write(self, kind: str, sample_id: str, array: np.ndarray) -> str:
+    def _path(self, kind: str, sample_id: str) -> tuple[str, Path]:
         rel = f"{REPORT_DIR}/thumbs/{kind}/{safe_name(sample_id)}.jpg"
-        path = self.out_dir / rel
-        if not path.exists():
-            atomic_write_bytes(path, thumbnail(array))
-        return rel
+        return rel, self.out_dir / rel
 
     def source(self, sample_id: str, source: str) -> str | None:
-        """"image", "gt", or a label source (baseline / strategy) as an overlay."""
+        """"image", "gt", or a label source (baseline / strategy) as an overlay; drawn at
+        thumbnail size, once."""
+        rel, path = self._path("image" if source == "image" else "gt" if source == "gt" else f"masks/{source}", sample_id)
+        if path.exists():
+            return rel
         image = self.image(sample_id)
         if source == "image":
-            return self._write("image", sample_id, image) if image is not None else None
-        if source == "gt":
+            labels = None
+        elif source == "gt":
             labels = read_labels(self.gt_dir / f"{sample_id}.png") if self.gt_dir is not None else None
         else:
             labels = read_labels(self.out_dir / "masks" / source / f"{safe_name(sample_id)}.png")
-        if labels is None:
+        if labels is None and (source != "image" or image is None):
             return None
-        base = image if image is not None and image.shape[:2] == labels.shape else np.full((*labels.shape, 3), 96, np.uint8)
-        return self._write("gt" if source == "gt" else f"masks/{source}", sample_id, overlay(base, labels))
+        if labels is None:
+            atomic_write_bytes(path, jpeg(small(image)))
+            return rel
+        labels = small(labels, labels=True)
+        base = small(image) if image is not None else None
+        if base is None or base.shape[:2] != labels.shape:
+            base = np.full((*labels.shape, 3), 96, np.uint8)
+        atomic_write_bytes(path, jpeg(overlay(base, labels)))
+        return rel
 
     def generated(self, sample_id: str, injector: str, class_id: int) -> str | None:
-        path = self.out_dir / "generated" / injector / f"{safe_name(sample_id)}_{class_id}.png"
-        array = read_rgb(path) if path.is_file() else None
-        return self._write(f"generated/{injector}/{class_id}", sample_id, array) if array is not None else None
+        rel, path = self._path(f"generated/{injector}/{class_id}", sample_id)
+        if path.exists():
+            return rel
+        source = self.out_dir / "generated" / injector / f"{safe_name(sample_id)}_{class_id}.png"
+        array = read_rgb(source) if source.is_file() else None
+        if array is None:
+            return None
+        atomic_write_bytes(path, jpeg(small(array)))
+        return rel

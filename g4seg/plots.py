@@ -76,7 +76,7 @@ def plot_per_class(metrics: dict, path: Path) -> None:
     plt = _pyplot()
     names = list(metrics["strategies"])
     classes = list(metrics["strategies"][names[0]].get("per_class", {}))
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(classes) * max(1, len(names)) ** 0.5))
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.3 * len(classes) + 0.04 * len(classes) * len(names)))
     y = np.arange(len(classes))
     height = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
@@ -88,7 +88,7 @@ def plot_per_class(metrics: dict, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("IoU gain over coarse (points)")
     ax.set_title("Gain per class")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, path)
 
@@ -96,7 +96,7 @@ def plot_per_class(metrics: dict, path: Path) -> None:
 def plot_instances(metrics: dict, instances: dict[str, list[tuple[float, float]]], edges: Sequence[float], path: Path) -> None:
     """Initial IoU vs IoU gain of every (image, class) instance, one colour per strategy."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     for name, points in instances.items():
         if points:
             xs, ys = zip(*points)
@@ -107,6 +107,6 @@ def plot_instances(metrics: dict, instances: dict[str, list[tuple[float, float]]
     ax.set_xlabel("initial IoU of the coarse mask (%)")
     ax.set_ylabel("IoU gain (points)")
     ax.set_title("Gain per (image, class) instance")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, confidence_intervals
 from .errors import ConfigError, RunFolderError
 from .metrics import METRICS, SHOWN, TITLES, StrategyMetrics, metric_keys
+from .html_report import write_html
 from .plots import plot_strata
 from .records import MANIFEST, atomic_write_bytes, atomic_write_json, from_record, load_records
 from .runfolder import read_manifest
@@ -99,11 +100,13 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequ
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: Path, metrics: dict, seconds: dict[str, float] | None = None,
-                 shown: Sequence[str] = SHOWN) -> str:  # fmt: skip
-    """Writes the report files; returns the markdown table."""
+def write_report(out_dir: Path, metrics: dict, records: Sequence[dict], settings: ReportSettings | None = None) -> str:
+    """Writes metrics.json, metrics.csv, summary.md, the plots and report.html; returns the
+    markdown table."""
     out_dir = Path(out_dir)
+    settings = settings or ReportSettings()
     atomic_write_json(out_dir / "metrics.json", metrics)
+    seconds = mean_seconds(records)
     if seconds:
         atomic_write_json(out_dir / "timings.json", {"seconds_per_image": seconds})
     buf = io.StringIO()
@@ -112,9 +115,10 @@ def write_report(out_dir: Path, metrics: dict, seconds: dict[str, float] | None 
     writer.writeheader()
     writer.writerows(table_rows)
     atomic_write_bytes(out_dir / "metrics.csv", buf.getvalue().encode())
-    table = markdown(metrics, seconds, shown)
+    table = markdown(metrics, seconds, settings.metrics)
     atomic_write_bytes(out_dir / "summary.md", table.encode())
-    plot_strata(metrics, out_dir / "strata.png", shown)
+    plot_strata(metrics, out_dir / "strata.png", settings.metrics)
+    write_html(out_dir, metrics, records, read_manifest(out_dir) or {}, settings.metrics, settings.gallery)
     return table
 
 
@@ -125,10 +129,11 @@ class ReportSettings:
     metrics: Sequence[str] = SHOWN
     bootstrap: int = DEFAULT_RESAMPLES
     seed: int = DEFAULT_SEED
+    gallery: int = 12  # best and worst samples shown per strategy and stratum in report.html
 
 
 def rebuild(out_dir: Path, edges: Sequence[float] | None = None, shown: Sequence[str] | None = None,
-            bootstrap: int | None = None, seed: int | None = None) -> tuple[dict, str]:  # fmt: skip
+            bootstrap: int | None = None, seed: int | None = None, gallery: int | None = None) -> tuple[dict, str]:  # fmt: skip
     """Metrics and report from the records of a (finished or interrupted) run: exactly the
     ids the run scores (run.json), each once. Settings not given are the run's own."""
     out_dir = Path(out_dir)
@@ -143,6 +148,7 @@ def rebuild(out_dir: Path, edges: Sequence[float] | None = None, shown: Sequence
         check_shown(shown or run.get("metrics") or SHOWN),
         run.get("bootstrap", DEFAULT_RESAMPLES) if bootstrap is None else bootstrap,
         run.get("seed", DEFAULT_SEED) if seed is None else seed,
+        run.get("gallery", 12) if gallery is None else gallery,
     )
     edges = list(edges or manifest["strata_edges"])
     try:
@@ -152,7 +158,7 @@ def rebuild(out_dir: Path, edges: Sequence[float] | None = None, shown: Sequence
     for record in records:
         metrics.update(from_record(record))
     result = finish(metrics.compute(manifest["class_names"]), records, len(manifest["class_names"]), edges, settings)
-    return result, write_report(out_dir, result, mean_seconds(records), settings.metrics)
+    return result, write_report(out_dir, result, records, settings)
 
 
 def finish(metrics: dict, records: Sequence[dict], num_classes: int, edges: Sequence[float],

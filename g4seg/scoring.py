@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from .records import dataset_ids, from_record, load_records
 from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from .errors import ConfigError
-from .report import SHOWN, ReportSettings, check_shown, finish, mean_seconds, write_report
+from .report import SHOWN, ReportSettings, check_shown, finish, write_report
 
 
 class Scoring(Callback):
@@ -29,14 +29,15 @@ class Scoring(Callback):
         (metrics.json and metrics.csv always hold all of them).
     bootstrap: resamples of the paired bootstrap behind every gain's 95% CI (0: none).
     seed: the bootstrap's seed.
+    gallery: best and worst samples report.html shows per strategy and stratum.
     """
 
     def __init__(self, output_dir: str = "outputs/run", metrics: list[str] = list(SHOWN),
-                 bootstrap: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> None:  # fmt: skip
-        if bootstrap < 0:
-            raise ConfigError(f"scoring.bootstrap must be >= 0 resamples, got {bootstrap}")
+                 bootstrap: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, gallery: int = 12) -> None:  # fmt: skip
+        if bootstrap < 0 or gallery < 0:
+            raise ConfigError(f"scoring.bootstrap and scoring.gallery must be >= 0, got {bootstrap} and {gallery}")
         self.output_dir = Path(output_dir)
-        self.settings = ReportSettings(check_shown(metrics), bootstrap, seed)
+        self.settings = ReportSettings(check_shown(metrics), bootstrap, seed, gallery)
         self.ids: list[str] | None = None
 
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -58,5 +59,6 @@ class Scoring(Callback):
             records = load_records(self.output_dir, self.ids)
             edges = pl_module.strata_edges
             result = finish(metrics, records, len(pl_module.class_names), edges, self.settings)
-            table = write_report(self.output_dir, result, mean_seconds(records), self.settings.metrics)
-            print(f"\n{table}\nresults in {self.output_dir}/ (metrics.json, metrics.csv, summary.md, strata.png)")
+            table = write_report(self.output_dir, result, records, self.settings)
+            print(f"\n{table}\nresults in {self.output_dir}/ (metrics.json, metrics.csv, summary.md, strata.png)\n"
+                  f"report: {(self.output_dir / 'report.html').resolve()}")

@@ -227,6 +227,50 @@ def metrics_table(args) -> None:
           f"{time.perf_counter() - start:.2f} s (BLAS threads as the machine has; OPENBLAS_NUM_THREADS=1 for one core)")
 
 
+def report_table(args) -> None:
+    """report.html of a VOC-val-sized run: 1,449 samples (the bundled real images and masks
+    under 1,449 ids, random counts in the records), 6 strategies; build time and size."""
+    import json
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from g4seg.records import atomic_write_json, record_path
+    from g4seg.report import rebuild
+
+    root = Path(args.root)
+    images = sorted((root / "JPEGImages").glob("*.jpg"))
+    gts = [root / "SegmentationClass" / f"{p.stem}.png" for p in images]
+    strategies = ["identity", "densecrf", "cascadepsp", "g4seg_emi", "g4seg_emi+crf", "g4seg_controlnet"]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = Path(tmp) / "data", Path(tmp) / "run"
+        for sub in ("JPEGImages", "SegmentationClass"):
+            (data / sub).mkdir(parents=True)
+        ids = [f"{i:06d}" for i in range(1449)]
+        for i, sample_id in enumerate(ids):
+            (data / "JPEGImages" / f"{sample_id}.jpg").symlink_to(images[i % len(images)].resolve())
+            (data / "SegmentationClass" / f"{sample_id}.png").symlink_to(gts[i % len(gts)].resolve())
+            for source in ["baseline", *strategies]:
+                (out / "masks" / source).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(gts[(i + len(source)) % len(gts)], out / "masks" / source / f"{sample_id}.png")
+        for sample_id, record in zip(ids, voc_like_records(rng, 1449, strategies)):
+            record["id"] = sample_id
+            atomic_write_json(record_path(out, sample_id), record)
+        config = {"data": {"init_args": {"root": str(data), "classes": "voc"}},
+                  "model": {"strategies": [{"name": s, "refiners": []} for s in strategies]}}  # fmt: skip
+        (out / "run.json").write_text(json.dumps({"ids": ids, "strategies": strategies, "strata_edges": [0, 40, 80, 100],
+                                                  "class_names": [str(c) for c in range(21)], "config": config}))  # fmt: skip
+        start = time.perf_counter()
+        rebuild(out)
+        seconds = time.perf_counter() - start
+        size = sum(p.stat().st_size for p in [out / "report.html", *(out / "report").rglob("*"), out / "strata.png"] if p.is_file())
+        thumbs = len(list((out / "report" / "thumbs").rglob("*.jpg")))
+        print(f"\nreport of 1,449 samples x 6 strategies (12 best + 12 worst per strategy and stratum): "
+              f"built in {seconds:.1f} s (bootstrap and plots included), {size / 1e6:.1f} MB ({thumbs} thumbnails)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["tiny", "sd21"], default="tiny")
@@ -235,8 +279,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per batch for s/image")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
-    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp", "producers", "metrics"],
-                        default=["injectors", "inversion", "cascadepsp", "producers", "metrics"])  # fmt: skip
+    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report"],
+                        default=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report"])  # fmt: skip
     args = parser.parse_args()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
 
@@ -256,6 +300,8 @@ def main() -> None:
         producers_table(samples, args)
     if "metrics" in args.only:
         metrics_table(args)
+    if "report" in args.only:
+        report_table(args)
     if "injectors" not in args.only:
         return
     print(f"\n{'injector':<12} {'s/image':>9} {'batched 3 cls':>14} {'loop 3 cls':>11} {'speed-up':>9} "

@@ -13,3 +13,6 @@ if [ $# -gt 0 ]; then
 fi
 g4seg predict --config configs/demo.yaml
 g4seg predict --config configs/paper/tiny/table1_tsss.yaml --output_dir outputs/demo_sclip
+echo
+echo "open in a browser: $(pwd)/outputs/demo/report.html   (strategy comparison)"
+echo "                   $(pwd)/outputs/demo_sclip/report.html   (SCLIP coarse masks)"

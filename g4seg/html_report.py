@@ -1,0 +1,236 @@
+"""report.html: one static, offline page per run (files beside it, no CDN, no server).
+
+Header (dataset, coarse source, strategies with their injector and refiner chain, random
+weights loud), the summary table with the intervals, the plots, and a gallery of the best
+and worst samples per strategy and stratum. A few lines of plain JavaScript switch the
+gallery's strategy and stratum; without script every section shows. Everything comes from
+run.json, metrics.json's document and the records, so `g4seg report` rebuilds the same page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
+from .metrics import SHOWN, TITLES, metric_keys
+from .plots import plot_instances, plot_per_class
+from .records import atomic_write_bytes, from_record
+from .types import BASELINE
+
+PAGE = "report.html"
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1500px}
+h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ccc}
+.warn{background:#ffe3e3;border:2px solid #d33;padding:.6em 1em;font-weight:bold;margin:1em 0}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+td:first-child,td:nth-child(2),th{text-align:left} tr.all td{font-weight:bold;background:#f4f4f4}
+.meta td{text-align:left} .plots img{max-width:100%;margin:.5em 0;display:block}
+.controls{margin:1em 0;font-size:15px} .controls select{font-size:15px;margin-right:1em}
+.row{display:flex;gap:6px;align-items:flex-start;border-bottom:1px solid #ddd;padding:6px 0}
+.cell{font-size:11px;text-align:center;width:132px} .cell img{display:block;margin:auto;max-width:128px}
+.cell.selected{outline:3px solid #1a7f37} .rowhead{width:120px;font-size:12px}
+.pos{color:#1a7f37} .neg{color:#c62828} .ious{text-align:left;white-space:nowrap}
+"""
+SCRIPT = """
+(function(){
+  var s=document.getElementById('g-strategy'), t=document.getElementById('g-stratum');
+  function show(){
+    var n=0;
+    document.querySelectorAll('section.gallery').forEach(function(sec){
+      var on=sec.dataset.strategy===s.value && sec.dataset.stratum===t.value;
+      sec.style.display=on?'':'none'; if(on){n++;}
+    });
+    document.getElementById('g-count').textContent=n?'':'no samples in this stratum';
+  }
+  s.addEventListener('change',show); t.addEventListener('change',show); show();
+  document.body.dataset.ready='1';
+})();
+"""
+
+
+def esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def num(x, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "n/a"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def describe(node) -> str:
+    """A config object as `Class(key=value, ...)`, short."""
+    if isinstance(node, dict) and "class_path" in node:
+        args = ", ".join(f"{k}={json.dumps(v)}" for k, v in (node.get("init_args") or {}).items() if v is not None)
+        return f"{node['class_path'].rsplit('.', 1)[-1]}({args})"
+    return json.dumps(node)
+
+
+def header(metrics: dict, config: dict, out_dir: Path) -> list[str]:
+    data = (config.get("data") or {}).get("init_args") or {}
+    model = config.get("model") or {}
+    injectors = model.get("injectors") or {}
+    parts = [f"<h1>g4seg run report</h1><p>{esc(out_dir.resolve())}</p>"]
+    if metrics.get("random_weights"):
+        parts.append(f'<div class="warn" id="random-weights">Random (untrained) weights were used by: '
+                     f'{esc(", ".join(metrics["random_weights"]))}. Their numbers show the pipeline running, '
+                     "not the method.</div>")  # fmt: skip
+    for name, notes in metrics.get("notes", {}).items():
+        for text, count in notes.items():
+            parts.append(f'<div class="warn">{esc(name)}: {esc(text)} on {count} samples.</div>')
+    scored = metrics["num_samples"] - metrics["num_unscored"]
+    rows = [("dataset", data.get("root", "?")), ("split", data.get("split") or "all images"),
+            ("classes", data.get("classes", "?")),
+            ("samples", f"{metrics['num_samples']} ({scored} scored, {metrics['num_unscored']} not scored: GT all ignore)"),
+            ("coarse source", describe(data.get("coarse")) if data.get("coarse") else "files / default")]  # fmt: skip
+    if "bootstrap" in metrics:
+        b = metrics["bootstrap"]
+        rows.append(("95% CI", f"paired bootstrap over images, {b['resamples']} resamples, seed {b['seed']}"))
+    parts.append('<table class="meta">' + "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>")
+    parts.append("<h2>Strategies</h2><ul>")
+    for spec in model.get("strategies") or []:
+        chain = " &rarr; ".join(esc(describe(r)) for r in spec.get("refiners") or [])
+        inj = spec.get("injector")
+        inj_text = f"injector <b>{esc(inj)}</b>: {esc(describe(injectors.get(inj)))} &rarr; " if inj else ""
+        random = " <b>(random weights)</b>" if spec["name"] in metrics.get("random_weights", []) else ""
+        parts.append(f"<li><b>{esc(spec['name'])}</b>{random}: {inj_text}{chain}</li>")
+    parts.append("</ul>")
+    return parts
+
+
+def summary_table(metrics: dict, shown: Sequence[str]) -> str:
+    head = ["strategy", "initial IoU", "instances"]
+    for m in shown:
+        head += [f"{TITLES[m]} baseline", f"{TITLES[m]} refined", f"{TITLES[m]} gain [95% CI]"]
+    out = ['<table id="summary"><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
+    for name, entry in metrics["strategies"].items():
+        for stratum, count, e in [("all", "", entry)] + [(f"{s['low']:g}-{s['high']:g}", s["count"], s) for s in entry["strata"]]:
+            cells = [name, stratum, count]
+            for m in shown:
+                kb, kr, kg, kc = metric_keys(m)
+                ci = e.get(kc)
+                gain = num(e[kg], True) + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+                cells += [num(e[kb]), num(e[kr]), gain]
+            cls = ' class="all"' if stratum == "all" else ""
+            out.append(f'<tr{cls} data-strategy="{esc(name)}" data-stratum="{esc(stratum)}">'
+                       + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")  # fmt: skip
+    return "".join(out) + "</table>"
+
+
+def instance_points(records: Sequence[dict], strategies: Sequence[str]) -> dict[str, list[tuple[float, float]]]:
+    """(initial IoU, IoU gain) of every (image, class) instance, per strategy."""
+    points: dict[str, list[tuple[float, float]]] = {name: [] for name in strategies}
+    for record in records:
+        if record.get("unscored_reason") is not None:
+            continue
+        r = from_record(record)
+        for c, iou in r.initial_iou.items():
+            for name in strategies:
+                counts = r.counts[name]
+                refined = 100.0 * counts.inter.get(c, 0) / counts.union[c] if counts.union.get(c) else 0.0
+                points[name].append((iou, refined - iou))
+    return points
+
+
+class Gallery:
+    def __init__(self, out_dir: Path, records: Sequence[dict], config: dict, strategies: Sequence[str],
+                 class_names: Sequence[str], edges: Sequence[float], size: int) -> None:  # fmt: skip
+        data = (config.get("data") or {}).get("init_args") or {}
+        root = Path(data["root"]) if data.get("root") else None
+        self.thumbs = Thumbnails(out_dir, root / data.get("image_dir", "JPEGImages") if root else None,
+                                 root / data.get("gt_dir", "SegmentationClass") if root else None)  # fmt: skip
+        self.results = {r["id"]: from_record(r) for r in records}
+        self.strategies, self.class_names, self.edges, self.size = list(strategies), class_names, list(edges), size
+        spec_of = {s["name"]: s for s in (config.get("model") or {}).get("strategies") or []}
+        self.injector = {name: spec_of.get(name, {}).get("injector") for name in strategies}
+        self.ids_shown: dict[tuple[str, str], list[str]] = {}
+
+    def cell(self, src: str | None, caption: str, extra: str = "", selected: bool = False) -> str:
+        img = f'<img src="{esc(src)}" alt="{esc(caption)}" loading="lazy">' if src else "<i>not available</i>"
+        return f'<div class="cell{" selected" if selected else ""}">{img}{esc(caption)}{extra}</div>'
+
+    def ious(self, sample_id: str, source: str) -> str:
+        r = self.results[sample_id]
+        lines = []
+        for c in sorted(r.counts[BASELINE].union):
+            before = r.counts[BASELINE].inter.get(c, 0) / r.counts[BASELINE].union[c] * 100
+            after_counts = r.counts[source]
+            after = after_counts.inter.get(c, 0) / after_counts.union[c] * 100 if after_counts.union.get(c) else 0.0
+            cls = "pos" if after > before else "neg" if after < before else ""
+            lines.append(f'<div class="{cls}">{esc(self.class_names[c])}: {before:.1f}&rarr;{after:.1f}</div>')
+        return f'<div class="ious">{"".join(lines)}</div>'
+
+    def row(self, shown: Shown, strategy: str, kind: str) -> str:
+        sid = shown.id
+        gain_cls = "pos" if shown.gain > 0 else "neg" if shown.gain < 0 else ""
+        cells = [f'<div class="rowhead"><b>{esc(sid)}</b><br>{kind}<br>'
+                 f'<span class="{gain_cls}">gain {shown.gain:+.2f}</span></div>',
+                 self.cell(self.thumbs.source(sid, "image"), "image"),
+                 self.cell(self.thumbs.source(sid, "gt"), "ground truth"),
+                 self.cell(self.thumbs.source(sid, BASELINE), "coarse")]  # fmt: skip
+        for name in self.strategies:
+            cells.append(self.cell(self.thumbs.source(sid, name), name, self.ious(sid, name), name == strategy))
+        injector = self.injector.get(strategy)
+        if injector:
+            r = self.results[sid]
+            for c in sorted(c for c in r.counts[BASELINE].union if c != 0):
+                src = self.thumbs.generated(sid, injector, c)
+                if src:
+                    cells.append(self.cell(src, f"generated: {self.class_names[c]} ({injector})"))
+        return f'<div class="row" data-id="{esc(sid)}">{"".join(cells)}</div>'
+
+    def sections(self) -> str:
+        out = []
+        for strategy in self.strategies:
+            for stratum in stratum_names(self.edges):
+                best, worst = select(list(self.results.values()), strategy, self.edges, stratum, self.size)
+                self.ids_shown[(strategy, stratum)] = [s.id for s in best] + [s.id for s in worst]
+                body = [f"<h3>{esc(strategy)}, initial IoU {esc(stratum)}: {len(best)} best</h3>"]
+                body += [self.row(s, strategy, "best") for s in best]
+                if worst:
+                    body.append(f"<h3>{len(worst)} worst</h3>")
+                    body += [self.row(s, strategy, "worst") for s in worst]
+                out.append(f'<section class="gallery" data-strategy="{esc(strategy)}" data-stratum="{esc(stratum)}">'
+                           + "".join(body) + "</section>")  # fmt: skip
+        return "".join(out)
+
+
+def write_html(out_dir: Path, metrics: dict, records: Sequence[dict], manifest: dict,
+               shown: Sequence[str] = SHOWN, gallery: int = 12) -> Path:  # fmt: skip
+    """Writes OUTDIR/report.html (plots and thumbnails beside it); returns its path."""
+    out_dir = Path(out_dir)
+    config = manifest.get("config") or {}
+    strategies = list(metrics["strategies"])
+    edges = [metrics["strategies"][strategies[0]]["strata"][0]["low"]] + [
+        s["high"] for s in metrics["strategies"][strategies[0]]["strata"]]  # fmt: skip
+    plot_per_class(metrics, out_dir / REPORT_DIR / "per_class.png")
+    plot_instances(metrics, instance_points(records, strategies), edges, out_dir / REPORT_DIR / "instances.png")
+    g = Gallery(out_dir, records, config, strategies, manifest["class_names"], edges, gallery)
+    sections = g.sections()
+    parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+             f"<title>g4seg report: {esc(out_dir.name)}</title><style>{STYLE}</style></head><body>"]  # fmt: skip
+    parts += header(metrics, config, out_dir)
+    parts += ["<h2>Summary</h2>", summary_table(metrics, shown)]
+    parts += ['<h2>Plots</h2><div class="plots">',
+              '<img src="strata.png" alt="gain per stratum">',
+              f'<img src="{REPORT_DIR}/per_class.png" alt="gain per class">',
+              f'<img src="{REPORT_DIR}/instances.png" alt="initial IoU vs gain per instance"></div>']  # fmt: skip
+    options = lambda values: "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)  # noqa: E731
+    parts += ["<h2>Gallery</h2>",
+              f"<p>Per strategy and stratum: the {gallery} samples with the largest and the {gallery} with the smallest "
+              "gain (per-image mIoU, refined minus coarse, over the sample's classes in the stratum). Under each mask: "
+              "IoU per class, coarse &rarr; refined.</p>",
+              '<div class="controls">strategy <select id="g-strategy">' + options(strategies) + "</select>"
+              'initial IoU <select id="g-stratum">' + options(stratum_names(edges)) + '</select><span id="g-count"></span></div>',
+              sections]  # fmt: skip
+    if g.thumbs.missing_images:
+        parts.append(f'<p class="warn">Images not found under the run\'s data root for {len(g.thumbs.missing_images)} '
+                     "samples; their overlays are drawn on grey.</p>")  # fmt: skip
+    parts += ["<h2>Configuration</h2><details><summary>resolved config (run.json)</summary><pre>",
+              esc(json.dumps(config, indent=1)), "</pre></details>", f"<script>{SCRIPT}</script></body></html>"]  # fmt: skip
+    path = out_dir / PAGE
+    atomic_write_bytes(path, "\n".join(parts).encode())
+    return path
