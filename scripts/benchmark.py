@@ -2,7 +2,7 @@
 loop, and the harness' overhead over the bare model calls; the start-latent options
 (noise, DDIM inversion, Null-text inversion) with their latent reconstruction error;
 CascadePSP's seconds per image; the CLIP segmenters'; the metrics' cost against DenseCRF and
-the bootstrap's on a VOC-val-sized run.
+the bootstrap's on a VOC-val-sized run; report.html's build; the SAM refiner.
 
     python scripts/benchmark.py                      # tiny models, CPU, bundled images
     python scripts/benchmark.py --size sd21 --device cuda --dtype fp16   # real-size shapes, random weights
@@ -227,6 +227,29 @@ def metrics_table(args) -> None:
           f"{time.perf_counter() - start:.2f} s (BLAS threads as the machine has; OPENBLAS_NUM_THREADS=1 for one core)")
 
 
+def sam_table(samples: list[Sample], args) -> None:
+    """SAM refiner s/image (5 iterations, the encoder run once per image) and the image
+    encoder's share of it; --sam-model names real weights (a folder) for a GPU timing."""
+    from strategies.refiners import SAMRefiner
+
+    refiner = SAMRefiner(model=args.sam_model, iterations=5).to(args.device)
+
+    def full():
+        refiner.shared._embeddings.clear()
+        for s in samples:
+            refiner.refine(s, s.coarse, None)
+
+    def encoder():
+        refiner.shared._embeddings.clear()
+        for s in samples:
+            refiner.shared.embed(s.id, s.image.numpy())
+
+    total, enc = timed([full, encoder], args.device, max(1, args.repeats // 2))
+    print(f"\n{'SAM refiner (' + args.sam_model + ')':<32} {'s/image':>9}")
+    print(f"{'whole refiner, 5 iterations':<32} {total / len(samples):>9.4f}")
+    print(f"{'image encoder (once per image)':<32} {enc / len(samples):>9.4f}   {100 * enc / total:.0f}% of the refiner")
+
+
 def report_table(args) -> None:
     """report.html of a VOC-val-sized run: 1,449 samples (the bundled real images and masks
     under 1,449 ids, random counts in the records), 6 strategies; build time and size."""
@@ -279,8 +302,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per batch for s/image")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
-    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report"],
-                        default=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report"])  # fmt: skip
+    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report", "sam"],
+                        default=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report", "sam"])
+    parser.add_argument("--sam-model", default="tiny", help="SAM for --only sam: tiny, or a checkpoint folder")  # fmt: skip
     args = parser.parse_args()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
 
@@ -302,6 +326,8 @@ def main() -> None:
         metrics_table(args)
     if "report" in args.only:
         report_table(args)
+    if "sam" in args.only:
+        sam_table(samples, args)
     if "injectors" not in args.only:
         return
     print(f"\n{'injector':<12} {'s/image':>9} {'batched 3 cls':>14} {'loop 3 cls':>11} {'speed-up':>9} "

@@ -4,5 +4,6 @@ from .cascadepsp import CascadePSP
 from .correspondence import Correspondence
 from .densecrf import DenseCRF
 from .identity import Identity
+from .sam import SAMRefiner
 
-__all__ = ["CascadePSP", "Correspondence", "DenseCRF", "Identity"]
+__all__ = ["CascadePSP", "Correspondence", "DenseCRF", "Identity", "SAMRefiner"]
