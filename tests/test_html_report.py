@@ -131,8 +131,11 @@ def chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    if shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=600)
+    if shutil.which("apt-get"):  # Debian's package, ~20 s; a fresh machine may need its package lists first
+        for command in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
+                        ["apt-get", "install", "-y", "-q", "chromium"]):  # fmt: skip
+            if subprocess.run(command, capture_output=True, timeout=600).returncode == 0 and shutil.which("chromium"):
+                break
     return shutil.which("chromium")
 
 
