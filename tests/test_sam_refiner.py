@@ -158,3 +158,23 @@ def test_real_vit_b_configuration_loads_from_a_local_folder(tmp_path):
 def test_missing_sam_folder_names_the_download():
     with pytest.raises(ModelNotFoundError, match=r"/nonexistent/sam-vit-huge: SAM model folder does not exist"):
         shared_sam("/nonexistent/sam-vit-huge")
+
+
+def test_hq_sam_from_a_folder_and_other_model_types_refused(tmp_path, demo_root):
+    from transformers import BertConfig
+
+    from datamodules import VOCFolderDataModule
+    from g4seg.errors import ConfigError
+    from strategies.refiners.sam.model import tiny_sam
+
+    tiny_sam(hq=True).save_pretrained(tmp_path / "hq")
+    refiner = SAMRefiner(model=str(tmp_path / "hq"), iterations=1)
+    assert type(refiner.sam).__name__ == "SamHQModel" and refiner.shared.hq and not refiner.random_weights
+    dm = VOCFolderDataModule(str(demo_root), limit=1)
+    dm.setup()
+    sample = dm.dataset[0]
+    out = refiner.refine(sample, sample.coarse, None)
+    assert out.probs.shape == sample.coarse.probs.shape and not torch.equal(out.probs, sample.coarse.probs)
+    BertConfig().save_pretrained(tmp_path / "bert")
+    with pytest.raises(ConfigError, match="a 'bert' checkpoint; SAMRefiner runs SAM and HQ-SAM"):
+        shared_sam(str(tmp_path / "bert"))

@@ -27,8 +27,9 @@ __all__ = ["SAMRefiner"]
 
 class SAMRefiner(Refiner):
     """Args:
-    model: "tiny" (random, offline), a local folder of a `transformers` SAM checkpoint
-        (facebook/sam-vit-base, -large, -huge) or a hub id found in the local cache.
+    model: "tiny" / "tiny-hq" (random, offline), a local folder of a `transformers` SAM or
+        HQ-SAM checkpoint (facebook/sam-vit-base, -large, -huge; syscv-community/sam-hq-vit-*)
+        or a hub id found in the local cache.
     iterations: prompt -> SAM -> mask rounds (reference 5).
     use_box, use_points, use_mask: which prompts (reference: all).
     add_neg: the negative point (reference: yes).
@@ -48,7 +49,7 @@ class SAMRefiner(Refiner):
             raise ConfigError(f"SAMRefiner gamma must be > 0 and min_area >= 1, got {gamma} and {min_area}")
         self.iterations, self.use_box, self.use_points, self.use_mask = iterations, use_box, use_points, use_mask
         self.add_neg, self.gamma, self.strength, self.min_area = add_neg, gamma, strength, min_area
-        self.random_weights = model == "tiny"
+        self.random_weights = model in ("tiny", "tiny-hq")
         self.shared: SharedSam = shared_sam(model)
         self.sam = self.shared.model  # a submodule, so Lightning moves it to the run's device
 
@@ -97,7 +98,7 @@ class SAMRefiner(Refiner):
     def decode(self, embedding: torch.Tensor, prompts: list[Prompt], masks: list[np.ndarray],
                resized: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:  # fmt: skip
         """Low-resolution logits [J, 256, 256] of SAM's output with the best predicted IoU."""
-        device = embedding.device
+        device = self.shared.device
         scale = torch.tensor([resized[1] / size[1], resized[0] / size[0]], device=device)
         kwargs: dict = {}
         if self.use_points:
@@ -110,6 +111,9 @@ class SAMRefiner(Refiner):
         if self.use_mask:
             dense = [mask_prompt(m, p.gaussian, resized, self.shared.input_size, self.strength) for m, p in zip(masks, prompts)]
             kwargs["input_masks"] = torch.stack(dense).to(device)
+        if self.shared.hq:  # HQ-SAM: (embedding, intermediate embeddings), both to the decoder
+            embedding, intermediate = embedding
+            kwargs["intermediate_embeddings"] = [t.expand(len(prompts), *t.shape[1:]) for t in intermediate]
         out = self.sam(image_embeddings=embedding.expand(len(prompts), -1, -1, -1), multimask_output=True, **kwargs)
         best = out.iou_scores[:, 0].argmax(-1)
         return out.pred_masks[torch.arange(len(prompts)), 0, best]
