@@ -210,21 +210,15 @@ def test_bootstrap_intervals(real_pairs):
 
 def test_bootstrap_is_fast_enough_for_voc_val():
     """1,449 images x 3 strategies x 1,000 resamples; a loose bound here, the benchmark measures."""
+    import sys
     import time
 
-    rng = np.random.default_rng(0)
-    records = []
-    for i in range(1449):
-        classes = [0, *rng.choice(np.arange(1, C), 2, replace=False).tolist()]
-        counts = {}
-        for name in (BASELINE, "a", "b", "c"):
-            inter = {c: int(rng.integers(0, 1000)) for c in classes}
-            counts[name] = {"inter": {str(c): v for c, v in inter.items()},
-                            "union": {str(c): v + int(rng.integers(1, 500)) for c, v in inter.items()},
-                            "b_inter": {str(c): v // 10 for c, v in inter.items()},
-                            "b_union": {str(c): v // 10 + 50 for c, v in inter.items()},
-                            "ba": {str(c): float(rng.random()) for c in classes[1:]}}  # fmt: skip
-        records.append({"id": str(i), "counts": counts, "initial_iou": {str(c): float(rng.random() * 100) for c in classes[1:]}})
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchmark import voc_like_records
+
+    records = voc_like_records(np.random.default_rng(0), 1449, ["a", "b", "c"])
     start = time.perf_counter()
     cis = confidence_intervals(records, ["a", "b", "c"], C, [0, 40, 80, 100], 1000, 0)
     assert time.perf_counter() - start < 60
