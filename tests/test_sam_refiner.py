@@ -167,7 +167,7 @@ def test_hq_sam_from_a_folder_and_other_model_types_refused(tmp_path, demo_root)
     from g4seg.errors import ConfigError
     from strategies.refiners.sam.model import tiny_sam
 
-    tiny_sam(hq=True).save_pretrained(tmp_path / "hq")
+    tiny_sam("sam_hq").save_pretrained(tmp_path / "hq")
     refiner = SAMRefiner(model=str(tmp_path / "hq"), iterations=1)
     assert type(refiner.sam).__name__ == "SamHQModel" and refiner.shared.hq and not refiner.random_weights
     dm = VOCFolderDataModule(str(demo_root), limit=1)
@@ -176,5 +176,33 @@ def test_hq_sam_from_a_folder_and_other_model_types_refused(tmp_path, demo_root)
     out = refiner.refine(sample, sample.coarse, None)
     assert out.probs.shape == sample.coarse.probs.shape and not torch.equal(out.probs, sample.coarse.probs)
     BertConfig().save_pretrained(tmp_path / "bert")
-    with pytest.raises(ConfigError, match="a 'bert' checkpoint; SAMRefiner runs SAM and HQ-SAM"):
+    with pytest.raises(ConfigError, match="a 'bert' checkpoint; SAMRefiner runs SAM, HQ-SAM and SAM 2"):
         shared_sam(str(tmp_path / "bert"))
+
+
+def test_sam2_from_a_folder_refines_and_equals_its_processor_path(tmp_path, demo_root):
+    """SAM 2 resizes to a square (no padding): our prompt scaling still equals Sam2Processor's."""
+    from datamodules import VOCFolderDataModule
+    from strategies.refiners.sam.model import tiny_sam
+
+    tiny_sam("sam2").save_pretrained(tmp_path / "sam2")
+    refiner = SAMRefiner(model=str(tmp_path / "sam2"), iterations=2)
+    assert type(refiner.sam).__name__ == "Sam2Model" and refiner.shared.kind == "sam2"
+    dm = VOCFolderDataModule(str(demo_root), limit=1)
+    dm.setup()
+    sample = dm.dataset[0]
+    out = refiner.refine(sample, sample.coarse, None)
+    assert out.probs.shape == sample.coarse.probs.shape and not torch.equal(out.probs, sample.coarse.probs)
+    mask = (sample.coarse.labels() == sample.coarse.foreground()[0][1]).numpy()
+    prompt = make_prompt(mask)
+    embedding, resized = refiner.shared.embed(sample.id, sample.image.numpy())
+    no_mask = SAMRefiner(model=str(tmp_path / "sam2"), iterations=1, use_mask=False)
+    ours = no_mask.decode(embedding, [prompt], [mask], resized, sample.size)
+    processor, model = refiner.shared.processor, refiner.shared.model
+    inputs = processor(images=sample.image.numpy(), input_points=[[[list(p) for p in prompt.points]]],
+                       input_labels=[[prompt.labels]], input_boxes=[[list(prompt.box)]], return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        theirs = model(pixel_values=inputs["pixel_values"], input_points=inputs["input_points"],
+                       input_labels=inputs["input_labels"], input_boxes=inputs["input_boxes"], multimask_output=True)  # fmt: skip
+    best = theirs.pred_masks[0, 0, theirs.iou_scores[0, 0].argmax()]
+    assert torch.allclose(ours[0], best, atol=1e-4)

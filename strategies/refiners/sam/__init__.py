@@ -19,7 +19,7 @@ from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
 from g4seg.types import ClassProbs, Generated, Sample
 
-from .model import SharedSam, shared_sam
+from .model import TINY, SharedSam, shared_sam
 from .prompts import MIN_AREA, Prompt, components, make_prompt, mask_prompt
 
 __all__ = ["SAMRefiner"]
@@ -27,9 +27,9 @@ __all__ = ["SAMRefiner"]
 
 class SAMRefiner(Refiner):
     """Args:
-    model: "tiny" / "tiny-hq" (random, offline), a local folder of a `transformers` SAM or
-        HQ-SAM checkpoint (facebook/sam-vit-base, -large, -huge; syscv-community/sam-hq-vit-*)
-        or a hub id found in the local cache.
+    model: "tiny" / "tiny-hq" / "tiny-sam2" (random, offline), a local folder of a
+        `transformers` SAM, HQ-SAM or SAM 2 checkpoint (facebook/sam-vit-base, -large, -huge;
+        syscv-community/sam-hq-vit-*; facebook/sam2.1-hiera-*) or a hub id in the local cache.
     iterations: prompt -> SAM -> mask rounds (reference 5).
     use_box, use_points, use_mask: which prompts (reference: all).
     add_neg: the negative point (reference: yes).
@@ -49,7 +49,7 @@ class SAMRefiner(Refiner):
             raise ConfigError(f"SAMRefiner gamma must be > 0 and min_area >= 1, got {gamma} and {min_area}")
         self.iterations, self.use_box, self.use_points, self.use_mask = iterations, use_box, use_points, use_mask
         self.add_neg, self.gamma, self.strength, self.min_area = add_neg, gamma, strength, min_area
-        self.random_weights = model in ("tiny", "tiny-hq")
+        self.random_weights = model in TINY
         self.shared: SharedSam = shared_sam(model)
         self.sam = self.shared.model  # a submodule, so Lightning moves it to the run's device
 
@@ -79,7 +79,6 @@ class SAMRefiner(Refiner):
         image = sample.image.numpy()
         h, w = image.shape[:2]
         embedding, resized = self.shared.embed(sample.id, image)
-        processor = self.shared.processor.image_processor
         logits = torch.zeros(len(masks), h, w)
         current = [m.astype(bool) for m in masks]
         active = list(range(len(masks)))
@@ -89,9 +88,9 @@ class SAMRefiner(Refiner):
             if not active:
                 break
             low_res = self.decode(embedding, [prompts[j] for j in active], [current[j] for j in active], resized, (h, w))
-            full = processor.post_process_masks([low_res[:, None]], [[h, w]], [list(resized)], binarize=False)[0]
+            full = self.shared.upsample(low_res, (h, w), resized)
             for row, j in enumerate(active):
-                logits[j] = full[row, 0].float().cpu()
+                logits[j] = full[row].float().cpu()
                 current[j] = (logits[j] > 0).numpy()
         return logits
 
@@ -111,9 +110,6 @@ class SAMRefiner(Refiner):
         if self.use_mask:
             dense = [mask_prompt(m, p.gaussian, resized, self.shared.input_size, self.strength) for m, p in zip(masks, prompts)]
             kwargs["input_masks"] = torch.stack(dense).to(device)
-        if self.shared.hq:  # HQ-SAM: (embedding, intermediate embeddings), both to the decoder
-            embedding, intermediate = embedding
-            kwargs["intermediate_embeddings"] = [t.expand(len(prompts), *t.shape[1:]) for t in intermediate]
-        out = self.sam(image_embeddings=embedding.expand(len(prompts), -1, -1, -1), multimask_output=True, **kwargs)
+        out = self.sam(**self.shared.batch(embedding, len(prompts)), multimask_output=True, **kwargs)
         best = out.iou_scores[:, 0].argmax(-1)
         return out.pred_masks[torch.arange(len(prompts)), 0, best]
