@@ -67,6 +67,22 @@ def test_empty_mask_gives_no_prompt_and_leaves_the_class_unchanged():
     assert not torch.equal(out.probs[2], probs[2])  # the class with a mask went through SAM
 
 
+def test_nothing_to_prompt_and_unrefined_regions_are_said_in_the_notes():
+    h, w = 40, 40
+    probs = torch.zeros(2, h, w)
+    probs[0] = 1.0
+    probs[1, 5, 5], probs[0, 5, 5] = 1.0, 0.0  # one pixel of class 3: below min_area, nothing to prompt
+    sample = Sample("n", torch.zeros(h, w, 3, dtype=torch.uint8), torch.zeros(h, w, dtype=torch.int64),
+                    [str(i) for i in range(4)], ClassProbs(torch.tensor([0, 3]), probs))  # fmt: skip
+    out = SAMRefiner(iterations=1).refine(sample, sample.coarse, None)
+    assert torch.equal(out.probs, probs)
+    assert out.notes == ("no update (no class region of at least 5 px to prompt SAM with)",)
+    probs[1, 20:30, 20:30], probs[0, 20:30, 20:30] = 1.0, 0.0  # a refinable square beside the pixel
+    out = SAMRefiner(iterations=1).refine(sample, sample.coarse, None)
+    assert out.notes == ("class regions under 5 px left unrefined",)
+    assert float(out.probs[1, 5, 5]) == 1.0  # the small region keeps its coarse probability
+
+
 def test_small_components_are_merged_or_left_unrefined():
     mask = square(np.zeros((50, 50), bool), 10, 10, 10)
     mask[40, 40] = True  # 1 pixel: below min_area, left as it is

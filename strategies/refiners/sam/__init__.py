@@ -62,16 +62,17 @@ class SAMRefiner(Refiner):
             if mask.any():  # an empty mask gives no prompt: the class stays as it is
                 parts, small[k] = components(mask, self.min_area)
                 jobs += [(k, m) for m in parts]
-        if not jobs:
-            return probs
+        if not jobs:  # say so: the strategy's row is the coarse mask on these samples
+            return probs.with_probs(probs.probs, f"no update (no class region of at least {self.min_area} px to prompt SAM with)")
         refined = torch.sigmoid(self.segment(sample, [m for _, m in jobs]))
         out = probs.probs.clone()
         for k in sorted({k for k, _ in jobs}):
             channel = torch.stack([refined[j] for j, (kj, _) in enumerate(jobs) if kj == k]).max(0).values
             keep = torch.from_numpy(small[k])
             out[k] = torch.where(keep, torch.maximum(channel, probs.probs[k]), channel)
-        out[0] = 1.0 - out[1:].max(0).values if len(out) > 1 else out[0]
-        return probs.with_probs(out)
+        out[0] = 1.0 - out[1:].max(0).values  # jobs exist, so there is a foreground channel
+        unrefined = any(bool(m.any()) for m in small.values())
+        return probs.with_probs(out, f"class regions under {self.min_area} px left unrefined" if unrefined else None)
 
     @torch.no_grad()
     def segment(self, sample: Sample, masks: list[np.ndarray]) -> torch.Tensor:
