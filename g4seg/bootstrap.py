@@ -1,4 +1,5 @@
-"""Paired bootstrap confidence intervals for every gain, from the per-sample records.
+"""Paired bootstrap confidence intervals for every gain, from the per-sample results
+(as stored in the records).
 
 The paper's gains are a fraction of a point; whether a gain is more than the luck of which
 images are in the set is answered by resampling images with replacement and recomputing
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .metrics import METRICS, stratum_of
-from .types import BASELINE
+from .types import BASELINE, SampleResult
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
@@ -38,26 +39,25 @@ def _value(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 class Tables:
     """Per-image numerators and denominators of every metric, per source and stratum."""
 
-    def __init__(self, records: Sequence[dict], sources: Sequence[str], num_classes: int, edges: Sequence[float]):
-        scored = [r for r in records if r.get("unscored_reason") is None]
+    def __init__(self, results: Sequence[SampleResult], sources: Sequence[str], num_classes: int, edges: Sequence[float]):
+        scored = [r for r in results if r.unscored_reason is None]
         self.n = len(scored)
         n, c = self.n, num_classes
         strata = np.full((n, c), -1, dtype=np.int64)
         for i, r in enumerate(scored):
-            for k, iou in r["initial_iou"].items():
-                strata[i, int(k)] = stratum_of(float(iou), edges)
+            for k, iou in r.initial_iou.items():
+                strata[i, k] = stratum_of(iou, edges)
         self.masks = [np.ones((n, c), bool)] + [strata == s for s in range(len(edges) - 1)]
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
         for source in sources:
             a = {key: np.zeros((n, c)) for key in ("inter", "union", "b_inter", "b_union", "ba")}
             has_ba = np.zeros((n, c), bool)
             for i, r in enumerate(scored):
-                counts = r["counts"][source]
+                counts = r.counts[source]
                 for key in a:
-                    for k, v in counts[key].items():
-                        a[key][i, int(k)] = float(v)
-                for k in counts["ba"]:
-                    has_ba[i, int(k)] = True
+                    for k, v in getattr(counts, key).items():
+                        a[key][i, k] = v
+                has_ba[i, list(counts.ba)] = True
             a["has_ba"] = has_ba
             self.arrays[source] = a
 
@@ -83,7 +83,7 @@ class Tables:
 
 
 def confidence_intervals(
-    records: Sequence[dict],
+    results: Sequence[SampleResult],
     strategies: Sequence[str],
     num_classes: int,
     edges: Sequence[float],
@@ -93,7 +93,7 @@ def confidence_intervals(
 ) -> dict[str, dict[str, list]]:
     """{strategy: {metric: [ci of all, ci of stratum 0, ...]}}, each ci [lo, hi] in points
     (2.5th and 97.5th percentile of the resampled gains) or None where the stratum is empty."""
-    tables = Tables(records, [BASELINE, *strategies], num_classes, edges)
+    tables = Tables(results, [BASELINE, *strategies], num_classes, edges)
     if tables.n == 0 or resamples <= 0:
         return {}
     rng = np.random.default_rng(seed)

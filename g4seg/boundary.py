@@ -61,18 +61,25 @@ class GroundTruthBoundaries:
         h, w = self.gt.shape
         self.d = dilation_pixels(h, w, dilation_ratio)
         self.radii = ba_radii(h, w)
+        self._masks: dict[int, np.ndarray] = {}
         self._boundary: dict[int, np.ndarray] = {}
         self._bands: dict[int, list[np.ndarray]] = {}
 
+    def mask(self, c: int) -> np.ndarray:
+        if c not in self._masks:
+            self._masks[c] = self.gt == c
+        return self._masks[c]
+
     def boundary(self, c: int) -> np.ndarray:
         if c not in self._boundary:
-            self._boundary[c] = mask_boundary(self.gt == c, self.d)
+            self._boundary[c] = mask_boundary(self.mask(c), self.d)
         return self._boundary[c]
 
     def bands(self, c: int) -> list[np.ndarray]:
+        """The scored pixels of each radius's band; empty when c is not in the scored GT."""
         if c not in self._bands:
-            gt_c = (self.gt == c).astype(np.uint8)
-            self._bands[c] = [
+            gt_c = self.mask(c).astype(np.uint8)
+            self._bands[c] = [] if not bool((self.mask(c) & self.valid).any()) else [
                 (cv2.morphologyEx(gt_c, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0)
                 & self.valid
                 for r in self.radii
@@ -93,9 +100,9 @@ class GroundTruthBoundaries:
         """Per foreground class of the GT: mean over the radii of the band accuracy."""
         out = {}
         for c in classes:
-            if c == 0 or c == IGNORE_INDEX or not bool(((self.gt == c) & self.valid).any()):
+            if c == 0 or c == IGNORE_INDEX or not self.bands(c):
                 continue
-            agree = (pred == c) == (self.gt == c)
+            agree = (pred == c) == self.mask(c)
             accs = [int((agree & band).sum()) / n for band in self.bands(c) if (n := int(band.sum()))]
             if accs:
                 out[c] = sum(accs) / len(accs)

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .errors import DataError
 from .metrics import image_miou, stratum_of
 from .records import atomic_write_bytes, safe_name
 from .types import BASELINE, IGNORE_INDEX, SampleResult
@@ -119,21 +120,23 @@ class Thumbnails:
 
     def __init__(self, out_dir: Path, image_dir: Path | None, gt_dir: Path | None) -> None:
         self.out_dir, self.image_dir, self.gt_dir = Path(out_dir), image_dir, gt_dir
-        self._images: dict[str, np.ndarray | None] = {}
+        self._last: tuple[str, np.ndarray | None] | None = None  # a row draws one sample's thumbnails in turn
         self.missing_images: set[str] = set()
 
     def image(self, sample_id: str) -> np.ndarray | None:
-        if sample_id not in self._images:
+        from datamodules.folder import find_image  # the dataset's own lookup (suffixes, case)
+
+        if self._last is None or self._last[0] != sample_id:
             found = None
             if self.image_dir is not None:
-                for suffix in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG"):
-                    if (self.image_dir / f"{sample_id}{suffix}").is_file():
-                        found = read_rgb(self.image_dir / f"{sample_id}{suffix}")
-                        break
+                try:
+                    found = read_rgb(find_image(self.image_dir, sample_id))
+                except DataError:
+                    pass
             if found is None:
                 self.missing_images.add(sample_id)
-            self._images[sample_id] = found
-        return self._images[sample_id]
+            self._last = (sample_id, found)
+        return self._last[1]
 
     def _path(self, kind: str, sample_id: str) -> tuple[str, Path]:
         rel = f"{REPORT_DIR}/thumbs/{kind}/{safe_name(sample_id)}.jpg"

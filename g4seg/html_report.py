@@ -4,7 +4,7 @@ Header (dataset, coarse source, strategies with their injector and refiner chain
 weights loud), the summary table with the intervals, the plots, and a gallery of the best
 and worst samples per strategy and stratum. A few lines of plain JavaScript switch the
 gallery's strategy and stratum; without script every section shows. Everything comes from
-run.json, metrics.json's document and the records, so `g4seg report` rebuilds the same page.
+run.json, metrics.json's document and the per-sample results (records), so `g4seg report` rebuilds the same page.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
 from .metrics import SHOWN, TITLES, metric_keys
 from .plots import plot_instances, plot_per_class
-from .records import atomic_write_bytes, from_record
-from .types import BASELINE
+from .records import atomic_write_bytes
+from .types import BASELINE, SampleResult
 
 PAGE = "report.html"
 STYLE = """
@@ -120,33 +120,29 @@ def summary_table(metrics: dict, shown: Sequence[str]) -> str:
     return "".join(out) + "</table>"
 
 
-def instance_points(records: Sequence[dict], strategies: Sequence[str]) -> dict[str, list[tuple[float, float]]]:
+def instance_points(results: Sequence[SampleResult], strategies: Sequence[str]) -> dict[str, list[tuple[float, float]]]:
     """(initial IoU, IoU gain) of every (image, class) instance, per strategy."""
     points: dict[str, list[tuple[float, float]]] = {name: [] for name in strategies}
-    for record in records:
-        if record.get("unscored_reason") is not None:
+    for r in results:
+        if r.unscored_reason is not None:
             continue
-        r = from_record(record)
         for c, iou in r.initial_iou.items():
             for name in strategies:
-                counts = r.counts[name]
-                refined = 100.0 * counts.inter.get(c, 0) / counts.union[c] if counts.union.get(c) else 0.0
-                points[name].append((iou, refined - iou))
+                points[name].append((iou, 100.0 * (r.counts[name].iou(c) or 0.0) - iou))
     return points
 
 
 class Gallery:
-    def __init__(self, out_dir: Path, records: Sequence[dict], config: dict, strategies: Sequence[str],
+    def __init__(self, out_dir: Path, results: Sequence[SampleResult], config: dict, strategies: Sequence[str],
                  class_names: Sequence[str], edges: Sequence[float], size: int) -> None:  # fmt: skip
         data = (config.get("data") or {}).get("init_args") or {}
         root = Path(data["root"]) if data.get("root") else None
         self.thumbs = Thumbnails(out_dir, root / data.get("image_dir", "JPEGImages") if root else None,
                                  root / data.get("gt_dir", "SegmentationClass") if root else None)  # fmt: skip
-        self.results = {r["id"]: from_record(r) for r in records}
+        self.results = {r.id: r for r in results}
         self.strategies, self.class_names, self.edges, self.size = list(strategies), class_names, list(edges), size
         spec_of = {s["name"]: s for s in (config.get("model") or {}).get("strategies") or []}
         self.injector = {name: spec_of.get(name, {}).get("injector") for name in strategies}
-        self.ids_shown: dict[tuple[str, str], list[str]] = {}
 
     def cell(self, src: str | None, caption: str, extra: str = "", selected: bool = False) -> str:
         img = f'<img src="{esc(src)}" alt="{esc(caption)}" loading="lazy">' if src else "<i>not available</i>"
@@ -156,9 +152,7 @@ class Gallery:
         r = self.results[sample_id]
         lines = []
         for c in sorted(r.counts[BASELINE].union):
-            before = r.counts[BASELINE].inter.get(c, 0) / r.counts[BASELINE].union[c] * 100
-            after_counts = r.counts[source]
-            after = after_counts.inter.get(c, 0) / after_counts.union[c] * 100 if after_counts.union.get(c) else 0.0
+            before, after = 100.0 * r.counts[BASELINE].iou(c), 100.0 * (r.counts[source].iou(c) or 0.0)
             cls = "pos" if after > before else "neg" if after < before else ""
             lines.append(f'<div class="{cls}">{esc(self.class_names[c])}: {before:.1f}&rarr;{after:.1f}</div>')
         return f'<div class="ious">{"".join(lines)}</div>'
@@ -187,7 +181,6 @@ class Gallery:
         for strategy in self.strategies:
             for stratum in stratum_names(self.edges):
                 best, worst = select(list(self.results.values()), strategy, self.edges, stratum, self.size)
-                self.ids_shown[(strategy, stratum)] = [s.id for s in best] + [s.id for s in worst]
                 body = [f"<h3>{esc(strategy)}, initial IoU {esc(stratum)}: {len(best)} best</h3>"]
                 body += [self.row(s, strategy, "best") for s in best]
                 if worst:
@@ -198,7 +191,7 @@ class Gallery:
         return "".join(out)
 
 
-def write_html(out_dir: Path, metrics: dict, records: Sequence[dict], manifest: dict,
+def write_html(out_dir: Path, metrics: dict, results: Sequence[SampleResult], manifest: dict,
                shown: Sequence[str] = SHOWN, gallery: int = 12) -> Path:  # fmt: skip
     """Writes OUTDIR/report.html (plots and thumbnails beside it); returns its path."""
     out_dir = Path(out_dir)
@@ -207,8 +200,8 @@ def write_html(out_dir: Path, metrics: dict, records: Sequence[dict], manifest: 
     edges = [metrics["strategies"][strategies[0]]["strata"][0]["low"]] + [
         s["high"] for s in metrics["strategies"][strategies[0]]["strata"]]  # fmt: skip
     plot_per_class(metrics, out_dir / REPORT_DIR / "per_class.png")
-    plot_instances(metrics, instance_points(records, strategies), edges, out_dir / REPORT_DIR / "instances.png")
-    g = Gallery(out_dir, records, config, strategies, manifest["class_names"], edges, gallery)
+    plot_instances(metrics, instance_points(results, strategies), edges, out_dir / REPORT_DIR / "instances.png")
+    g = Gallery(out_dir, results, config, strategies, manifest["class_names"], edges, gallery)
     sections = g.sections()
     parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>g4seg report: {esc(out_dir.name)}</title><style>{STYLE}</style></head><body>"]  # fmt: skip

@@ -77,7 +77,7 @@ def mean_iou(inter: torch.Tensor, union: torch.Tensor) -> float:
 
 def image_miou(counts: SourceCounts, classes) -> float | None:
     """mIoU (fraction) of one image over `classes` that occur in it, None when none does."""
-    ious = [counts.inter.get(c, 0) / counts.union[c] for c in classes if counts.union.get(c, 0) > 0]
+    ious = [iou for c in classes if (iou := counts.iou(c)) is not None]
     return sum(ious) / len(ious) if ious else None
 
 

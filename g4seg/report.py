@@ -21,25 +21,26 @@ from .html_report import write_html
 from .plots import plot_strata
 from .records import MANIFEST, atomic_write_bytes, atomic_write_json, from_record, load_records
 from .runfolder import read_manifest
+from .types import SampleResult
 
 
 def fmt(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
-def mean_seconds(records: Sequence[dict]) -> dict[str, float]:
+def mean_seconds(results: Sequence[SampleResult]) -> dict[str, float]:
     """Mean wall time per scored sample and strategy (generation included)."""
     sums: dict[str, list[float]] = {}
-    for r in records:
-        for name, s in r.get("seconds", {}).items():
+    for r in results:
+        for name, s in r.seconds.items():
             sums.setdefault(name, []).append(s)
     return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
-def check_shown(shown: Sequence[str]) -> list[str]:
+def check_shown(shown: Sequence[str], key: str = "--metrics") -> list[str]:
     unknown = [m for m in shown if m not in METRICS]
     if unknown or not shown:
-        raise ConfigError(f"--metrics: unknown {unknown or 'none given'}; choose from {list(METRICS)}")
+        raise ConfigError(f"{key}: unknown {unknown or 'none given'}; choose from {list(METRICS)}")
     return list(shown)
 
 
@@ -100,13 +101,13 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequ
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: Path, metrics: dict, records: Sequence[dict], settings: ReportSettings | None = None) -> str:
+def write_report(out_dir: Path, metrics: dict, results: Sequence[SampleResult], settings: ReportSettings | None = None) -> str:
     """Writes metrics.json, metrics.csv, summary.md, the plots and report.html; returns the
     markdown table."""
     out_dir = Path(out_dir)
     settings = settings or ReportSettings()
     atomic_write_json(out_dir / "metrics.json", metrics)
-    seconds = mean_seconds(records)
+    seconds = mean_seconds(results)
     if seconds:
         atomic_write_json(out_dir / "timings.json", {"seconds_per_image": seconds})
     buf = io.StringIO()
@@ -118,7 +119,7 @@ def write_report(out_dir: Path, metrics: dict, records: Sequence[dict], settings
     table = markdown(metrics, seconds, settings.metrics)
     atomic_write_bytes(out_dir / "summary.md", table.encode())
     plot_strata(metrics, out_dir / "strata.png", settings.metrics)
-    write_html(out_dir, metrics, records, read_manifest(out_dir) or {}, settings.metrics, settings.gallery)
+    write_html(out_dir, metrics, results, read_manifest(out_dir) or {}, settings.metrics, settings.gallery)
     return table
 
 
@@ -140,8 +141,8 @@ def rebuild(out_dir: Path, edges: Sequence[float] | None = None, shown: Sequence
     manifest = read_manifest(out_dir)
     if manifest is None:
         raise RunFolderError(f"{out_dir}: no {MANIFEST}; not a g4seg predict output folder")
-    records = load_records(out_dir, manifest.get("ids"))
-    if not records:
+    results = [from_record(r) for r in load_records(out_dir, manifest.get("ids"))]
+    if not results:
         raise RunFolderError(f"{out_dir}: no per-sample records yet")
     run = (manifest.get("config") or {}).get("scoring") or {}
     settings = ReportSettings(
@@ -155,19 +156,19 @@ def rebuild(out_dir: Path, edges: Sequence[float] | None = None, shown: Sequence
         metrics = StrategyMetrics(manifest["strategies"], len(manifest["class_names"]), edges)
     except ValueError as e:
         raise ConfigError(f"--edges: {e}") from None
-    for record in records:
-        metrics.update(from_record(record))
-    result = finish(metrics.compute(manifest["class_names"]), records, len(manifest["class_names"]), edges, settings)
-    return result, write_report(out_dir, result, records, settings)
+    for result in results:
+        metrics.update(result)
+    document = finish(metrics.compute(manifest["class_names"]), results, len(manifest["class_names"]), edges, settings)
+    return document, write_report(out_dir, document, results, settings)
 
 
-def finish(metrics: dict, records: Sequence[dict], num_classes: int, edges: Sequence[float],
+def finish(metrics: dict, results: Sequence[SampleResult], num_classes: int, edges: Sequence[float],
            settings: ReportSettings | None = None) -> dict:  # fmt: skip
     """Adds what only the records know: the bootstrap intervals of every gain, which
     strategies ran on random weights, and what refiners did to their input (e.g. softened
     hard masks), counted over samples."""
     settings = settings or ReportSettings()
-    cis = confidence_intervals(records, list(metrics["strategies"]), num_classes, edges, settings.bootstrap, settings.seed)
+    cis = confidence_intervals(results, list(metrics["strategies"]), num_classes, edges, settings.bootstrap, settings.seed)
     for name, by_metric in cis.items():
         entry = metrics["strategies"][name]
         for metric, intervals in by_metric.items():
@@ -177,12 +178,12 @@ def finish(metrics: dict, records: Sequence[dict], num_classes: int, edges: Sequ
                 stratum[key] = ci
     if cis:
         metrics["bootstrap"] = {"resamples": settings.bootstrap, "seed": settings.seed, "level": 0.95}
-    random = sorted({name for r in records for name in r.get("random_weights", [])})
+    random = sorted({name for r in results for name in r.random_weights})
     if random:
         metrics["random_weights"] = random
     notes: dict[str, dict[str, int]] = {}
-    for r in records:
-        for name, texts in r.get("notes", {}).items():
+    for r in results:
+        for name, texts in r.notes.items():
             for text in texts:
                 notes.setdefault(name, {}).setdefault(text, 0)
                 notes[name][text] += 1

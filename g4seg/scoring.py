@@ -37,7 +37,7 @@ class Scoring(Callback):
         if bootstrap < 0 or gallery < 0:
             raise ConfigError(f"scoring.bootstrap and scoring.gallery must be >= 0, got {bootstrap} and {gallery}")
         self.output_dir = Path(output_dir)
-        self.settings = ReportSettings(check_shown(metrics), bootstrap, seed, gallery)
+        self.settings = ReportSettings(check_shown(metrics, "scoring.metrics"), bootstrap, seed, gallery)
         self.ids: list[str] | None = None
 
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -56,9 +56,8 @@ class Scoring(Callback):
         metrics = pl_module.metrics.compute(pl_module.class_names)  # collective: every rank
         trainer.strategy.barrier("g4seg-records-written")
         if trainer.is_global_zero:
-            records = load_records(self.output_dir, self.ids)
-            edges = pl_module.strata_edges
-            result = finish(metrics, records, len(pl_module.class_names), edges, self.settings)
-            table = write_report(self.output_dir, result, records, self.settings)
+            results = [from_record(r) for r in load_records(self.output_dir, self.ids)]
+            document = finish(metrics, results, len(pl_module.class_names), pl_module.strata_edges, self.settings)
+            table = write_report(self.output_dir, document, results, self.settings)
             print(f"\n{table}\nresults in {self.output_dir}/ (metrics.json, metrics.csv, summary.md, strata.png)\n"
                   f"report: {(self.output_dir / 'report.html').resolve()}")

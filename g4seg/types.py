@@ -111,6 +111,11 @@ class SourceCounts:
     b_union: dict[int, int] = field(default_factory=dict)  # |G_d or P_d|
     ba: dict[int, float] = field(default_factory=dict)  # boundary accuracy per GT foreground class (mBA)
 
+    def iou(self, c: int) -> float | None:
+        """IoU of class c (a fraction), None where the class is in neither map."""
+        union = self.union.get(c, 0)
+        return self.inter.get(c, 0) / union if union else None
+
 
 @dataclass
 class SampleResult:

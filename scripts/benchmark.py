@@ -200,6 +200,7 @@ def metrics_table(args) -> None:
     from g4seg.bootstrap import confidence_intervals
     from g4seg.boundary import GroundTruthBoundaries
     from g4seg.metrics import pixel_counts
+    from g4seg.records import from_record
     from strategies.refiners import DenseCRF
 
     rng = np.random.default_rng(0)
@@ -220,9 +221,9 @@ def metrics_table(args) -> None:
     print(f"\n{'metrics (512x512, 21 classes)':<32} {'s/image':>9}")
     print(f"{'all metrics, one source':<32} {metric_s:>9.4f}")
     print(f"{'DenseCRF':<32} {crf_s:>9.4f}   metrics = {100 * metric_s / crf_s:.1f}% of DenseCRF")
-    records = voc_like_records(rng, 1449, ["a", "b", "c"])
+    results = [from_record(r) for r in voc_like_records(rng, 1449, ["a", "b", "c"])]
     start = time.perf_counter()
-    confidence_intervals(records, ["a", "b", "c"], 21, [0, 40, 80, 100], 1000, 0)
+    confidence_intervals(results, ["a", "b", "c"], 21, [0, 40, 80, 100], 1000, 0)
     print(f"bootstrap, 1,449 images x 3 strategies x 1,000 resamples, 4 metrics x 4 strata: "
           f"{time.perf_counter() - start:.2f} s (BLAS threads as the machine has; OPENBLAS_NUM_THREADS=1 for one core)")
 

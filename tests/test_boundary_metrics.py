@@ -173,7 +173,8 @@ def test_a_class_touching_the_image_border_has_boundary_along_the_border():
 
 
 # -- bootstrap ---------------------------------------------------------------------------------
-def records_of(preds, gts, refined):
+def results_of(preds, gts, refined):
+    """SampleResults as they read back from records on disk."""
     out = []
     for i, (p, g, r) in enumerate(zip(preds, gts, refined)):
         b = GroundTruthBoundaries(g)
@@ -181,21 +182,21 @@ def records_of(preds, gts, refined):
         counts = {name: pixel_counts(torch.from_numpy(x.astype(np.int64)), gt, C, b)
                   for name, x in ((BASELINE, p), ("same", p), ("crf", r))}  # fmt: skip
         rec = to_record(SampleResult(f"{i:03d}", {}, counts, initial_ious(counts[BASELINE])))
-        out.append(json.loads(json.dumps(rec)))  # as it reads back from disk
+        out.append(from_record(json.loads(json.dumps(rec))))
     return out
 
 
 def test_bootstrap_intervals(real_pairs):
     gts, preds = real_pairs
     refined = [cv2.medianBlur(p, 7) for p in preds]
-    records = records_of(preds, gts, refined)
+    results = results_of(preds, gts, refined)
     edges = [0, 40, 80, 100]
-    cis = confidence_intervals(records, ["same", "crf"], C, edges, resamples=500, seed=3)
+    cis = confidence_intervals(results, ["same", "crf"], C, edges, resamples=500, seed=3)
     metrics = StrategyMetrics(["same", "crf"], C, edges)
-    for r in records:
-        metrics.update(from_record(r))
+    for r in results:
+        metrics.update(r)
     doc = metrics.compute()
-    tables = Tables(records, [BASELINE, "crf"], C, edges)
+    tables = Tables(results, [BASELINE, "crf"], C, edges)
     for metric, gain_key in (("miou", "gain"), ("boundary_iou", "boundary_iou_gain"), ("mba", "mba_gain"),
                              ("miou_image", "miou_image_gain")):  # fmt: skip
         assert cis["same"][metric][0] == [0.0, 0.0]  # identical to the baseline
@@ -204,8 +205,8 @@ def test_bootstrap_intervals(real_pairs):
         assert lo <= point <= hi and lo < hi
         # the bootstrap's per-image tables give the metric's point estimate (two code paths)
         assert tables.point("crf", metric, 0) - tables.point(BASELINE, metric, 0) == pytest.approx(point, abs=1e-9)
-    assert confidence_intervals(records, ["crf"], C, edges, 500, 3)["crf"] == cis["crf"]
-    assert confidence_intervals(records, ["crf"], C, edges, 500, 4)["crf"] != cis["crf"]
+    assert confidence_intervals(results, ["crf"], C, edges, 500, 3)["crf"] == cis["crf"]
+    assert confidence_intervals(results, ["crf"], C, edges, 500, 4)["crf"] != cis["crf"]
 
 
 def test_bootstrap_is_fast_enough_for_voc_val():
@@ -218,9 +219,9 @@ def test_bootstrap_is_fast_enough_for_voc_val():
     sys.path.insert(0, str(ROOT / "scripts"))
     from benchmark import voc_like_records
 
-    records = voc_like_records(np.random.default_rng(0), 1449, ["a", "b", "c"])
+    results = [from_record(r) for r in voc_like_records(np.random.default_rng(0), 1449, ["a", "b", "c"])]
     start = time.perf_counter()
-    cis = confidence_intervals(records, ["a", "b", "c"], C, [0, 40, 80, 100], 1000, 0)
+    cis = confidence_intervals(results, ["a", "b", "c"], C, [0, 40, 80, 100], 1000, 0)
     assert time.perf_counter() - start < 60
     assert all(ci is not None for ci in cis["a"]["miou"])
 
@@ -243,3 +244,11 @@ def test_report_metrics_option_and_rebuild_reproduce_the_intervals(tmp_path):
     assert read_metrics(out) == first  # the run's own bootstrap settings, from run.json
     code, _, err = cli("report", str(out), "--metrics", "nope")
     assert code == 2 and "--metrics: unknown ['nope']" in err
+
+
+def test_unknown_table_metric_in_the_config_names_its_key(tmp_path):
+    from conftest import cli, error_line
+
+    code, _, err = cli("predict", "--config", "configs/densecrf.yaml", "--output_dir", str(tmp_path / "o"),
+                       "--scoring.metrics", "[miou, nope]")  # fmt: skip
+    assert error_line(code, err).startswith("g4seg: error: scoring.metrics: unknown ['nope']; choose from")

@@ -125,12 +125,6 @@ class SharedSam:
             return ip.post_process_masks([low_res[:, None]], [list(size)], binarize=False)[0][:, 0]
         return ip.post_process_masks([low_res[:, None]], [list(size)], [list(resized)], binarize=False)[0][:, 0]
 
-    def to(self, device) -> SharedSam:
-        if torch.device(device) != self.device:
-            self.model.to(device)
-            self._embeddings.clear()
-        return self
-
     @torch.no_grad()
     def embed(self, sample_id: str, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """(image embedding (SAM: [1, 256, 64, 64]; HQ-SAM: with its intermediate embeddings;

@@ -102,11 +102,6 @@ def mask_prompt(mask: np.ndarray, gaussian: np.ndarray, resized: tuple[int, int]
     return (m * g)[0]
 
 
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    x1, y1, x2, y2 = box_of(mask)
-    return x1, y1, x2, y2
-
-
 def components(mask: np.ndarray, min_area: int = MIN_AREA) -> tuple[list[np.ndarray], np.ndarray]:
     """(merged components to refine, pixels of the components too small to refine)."""
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
@@ -125,8 +120,8 @@ def components(mask: np.ndarray, min_area: int = MIN_AREA) -> tuple[list[np.ndar
         for b in ids[a_index + 1 :]:
             if b not in regions:
                 continue
-            ax1, ay1, ax2, ay2 = _box(regions[a])
-            bx1, by1, bx2, by2 = _box(regions[b])
+            ax1, ay1, ax2, ay2 = box_of(regions[a])
+            bx1, by1, bx2, by2 = box_of(regions[b])
             box_a, box_b = (ax2 - ax1 + 1) * (ay2 - ay1 + 1), (bx2 - bx1 + 1) * (by2 - by1 + 1)
             area_a, area_b = int(regions[a].sum()), int(regions[b].sum())
             merged = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))  # no +1, as the reference
