@@ -1,6 +1,7 @@
-"""Datasets in VOC layout and the coarse masks to refine."""
+"""Datasets in VOC layout and the coarse masks to refine (built on `g4seg` only)."""
 
-from .classes import PRESETS, resolve_classes
+from g4seg.classes import PRESETS, resolve_classes
+
 from .clip_segmenters import SCLIP, ClearCLIP, MaskCLIP
 from .coarse import CoarseFromFiles, CoarseSource, SyntheticDegradation
 from .folder import VOCFolderDataModule

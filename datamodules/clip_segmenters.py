@@ -24,7 +24,7 @@ every class of the dataset (open vocabulary), then those predicted somewhere.
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -33,10 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from g4seg.errors import ConfigError
+from g4seg.interfaces import CoarseProducer
 from g4seg.models.clip import CLIP_MEAN, CLIP_STD, shared_clip, vit_tokens
-from g4seg.types import IGNORE_INDEX, ClassProbs
-
-from .coarse import CoarseSource
+from g4seg.types import IGNORE_INDEX, ClassProbs, Sample
 
 NAMES = Path(__file__).parent / "names"
 LABEL_SETS = ("image", "all")
@@ -73,8 +72,9 @@ def sliding_windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, i
     return out
 
 
-class CLIPSegmenter(CoarseSource):
-    """Base of MaskCLIP / SCLIP / ClearCLIP; subclasses define `last_block`.
+class CLIPSegmenter(CoarseProducer):
+    """Base of MaskCLIP / SCLIP / ClearCLIP; subclasses define `last_block`. A coarse
+    producer: the module runs it on its own device (`produce`), not the DataLoader.
 
     Args:
         clip: "tiny" (random, offline) or an open_clip architecture ("ViT-B-16").
@@ -84,13 +84,13 @@ class CLIPSegmenter(CoarseSource):
         labels: "image" (ground-truth image labels) or "all" (open vocabulary).
         logit_scale, prob_thd, area_thd: see the module docstring.
         short_side, slide_crop, slide_stride: resizing and sliding window (0 crop = whole image).
-        device: "auto" (this process's GPU when there is one, else CPU), "cpu" or "cuda:N".
     """
 
     def __init__(self, clip: str = "tiny", pretrained: str | None = None, names: str | None = None,
                  labels: str = "image", logit_scale: float = 65.0, prob_thd: float = 0.1,
-                 area_thd: float | None = 0.1, short_side: int = 336, slide_crop: int = 224, slide_stride: int = 112,
-                 device: str = "auto") -> None:  # fmt: skip
+                 area_thd: float | None = 0.1, short_side: int = 336, slide_crop: int = 224,
+                 slide_stride: int = 112) -> None:  # fmt: skip
+        super().__init__()
         if labels not in LABEL_SETS:
             raise ConfigError(f"labels must be one of {LABEL_SETS}, got {labels!r}")
         if slide_crop < 0 or slide_stride < 1 or short_side < 1:
@@ -98,34 +98,28 @@ class CLIPSegmenter(CoarseSource):
         self.clip_name, self.pretrained, self.names_file, self.labels = clip, pretrained, names, labels
         self.logit_scale, self.prob_thd, self.area_thd = logit_scale, prob_thd, area_thd
         self.short_side, self.slide_crop, self.slide_stride = short_side, slide_crop, slide_stride
-        self.device_name = device
         self._text: dict[tuple, tuple[torch.Tensor, list[int]]] = {}
         self.random_weights = clip == "tiny" or not pretrained  # an architecture without weights is random too
-        self.model  # load (or fail with the download hint) now, before any sample is read
+        # loaded (or failing with the download hint) now, before any sample is read; a
+        # submodule, so it follows the LightningModule to its device (shared with a G4Seg
+        # refiner on the same CLIP: one copy, moved once)
+        self.model = shared_clip(clip, pretrained)
 
     # -- model ----------------------------------------------------------------------------
     @property
-    def model(self):
-        return shared_clip(self.clip_name, self.pretrained)
-
-    @property
     def device(self) -> torch.device:
-        if self.device_name != "auto":
-            return torch.device(self.device_name)
-        if torch.cuda.is_available():
-            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-        return torch.device("cpu")
+        return self.model.visual.conv1.weight.device
 
     def text_features(self, class_names: list[str]) -> tuple[torch.Tensor, list[int]]:
         """[Q, D] normalised query embeddings and the class id of each query."""
-        key = tuple(class_names)
+        key = (*class_names, str(self.device))
         if key not in self._text:
             import open_clip
             from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
             names = read_names(self.names_file, class_names)
             tokenizer = open_clip.get_tokenizer("ViT-B-16")
-            model = self.model.to(self.device)
+            model = self.model
             feats, owner = [], []
             with torch.no_grad():
                 for class_id, synonyms in enumerate(names):
@@ -189,6 +183,11 @@ class CLIPSegmenter(CoarseSource):
             count[:, y1:y2, x1:x2] += 1
         return F.interpolate((total / count)[None], size=(h, w), mode="bilinear")[0]
 
+    def produce(self, samples: Sequence[Sample]) -> list[ClassProbs]:
+        """One image at a time: SCLIP's inference resizes each image and slides its own
+        windows, so images of different sizes do not batch."""
+        return [self.make(s.id, s.image.numpy(), s.gt.numpy(), len(s.class_names), s.class_names) for s in samples]
+
     @torch.no_grad()
     def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None) -> ClassProbs:
         class_names = class_names or [f"class {i}" for i in range(num_classes)]
@@ -199,7 +198,6 @@ class CLIPSegmenter(CoarseSource):
         else:
             keep = list(range(num_classes))
         queries = torch.nonzero(torch.isin(owner_t, torch.tensor(keep))).flatten()
-        self.model.to(self.device)
         sims = self.similarities(image, text[queries.to(text.device)].to(self.device))
         probs = (self.logit_scale * sims).softmax(0).cpu()
         q_owner = owner_t[queries]

@@ -7,7 +7,6 @@ target drawn from a requested range, deterministically from the sample id.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,42 +16,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from g4seg.seeding import stable_seed
+from g4seg.softening import probs_from_labels
 from g4seg.types import IGNORE_INDEX, ClassProbs
 
 from .io import DataError, read_label_map, read_probabilities
-
-
-def stable_seed(*parts: object) -> int:
-    """Seed from names, independent of Python's per-process hash salt and of batch order."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
-def probs_from_labels(
-    labels: np.ndarray, class_ids: Sequence[int], soften_sigma: float = 0.0, confidence: float = 1.0
-) -> ClassProbs:
-    """Per-class probabilities from a hard label map.
-
-    `soften_sigma` > 0 blurs the one-hot maps (Gaussian, pixels) into soft boundaries like a
-    CAM's, then keeps every pixel's label the most probable one (the labelled class is
-    raised just above the pixel's largest other value where the blur had overtaken it), so
-    small or thin objects are never blurred away and the coarse mask's IoU is the one asked
-    for. `confidence` < 1 mixes in a uniform floor so that a CRF's unaries are not
-    infinitely sure. Label 255 (unknown) becomes uniform.
-    """
-    ids = np.asarray(class_ids, dtype=np.int64)
-    hard = labels[None] == ids[:, None, None]
-    probs = hard.astype(np.float32)
-    if soften_sigma > 0:
-        probs = np.stack([cv2.GaussianBlur(ch, (0, 0), soften_sigma) for ch in probs])
-        probs /= np.clip(probs.sum(0, keepdims=True), 1e-6, None)
-        top = probs.max(0, keepdims=True)
-        probs = np.where(hard & (probs < top), top + 1e-3, probs)
-        probs /= probs.sum(0, keepdims=True)
-    probs[:, labels == IGNORE_INDEX] = 1.0 / len(ids)
-    if confidence < 1.0:
-        probs = confidence * probs + (1.0 - confidence) / len(ids)
-    return ClassProbs(torch.from_numpy(ids), torch.from_numpy(np.clip(probs, 0.0, 1.0).astype(np.float32)))
 
 
 class CoarseSource(ABC):

@@ -8,10 +8,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from g4seg.classes import resolve_classes
 from g4seg.errors import ConfigError
+from g4seg.interfaces import CoarseProducer
 from g4seg.types import AlreadyDone, Sample
 
-from .classes import resolve_classes
 from .coarse import CoarseSource, SyntheticDegradation
 from .io import DataError, read_image, read_label_map
 
@@ -28,38 +29,42 @@ def find_image(image_dir: Path, sample_id: str) -> Path:
 
 
 class FolderDataset(Dataset):
-    """Samples of a VOC-layout folder; yields `AlreadyDone` for ids finished in an earlier run."""
+    """Samples of a VOC-layout folder; yields `AlreadyDone` for ids finished in an earlier run.
+    Coarse masks from files or degradation are made here; with a model producer (`coarse`
+    None) the module's coarse stage makes them on its device."""
 
     def __init__(
         self,
         root: Path,
         class_names: list[str],
-        coarse: CoarseSource,
+        coarse: CoarseSource | None,
         ids: list[str],
         image_dir: str = "JPEGImages",
         gt_dir: str = "SegmentationClass",
-        done_ids: frozenset[str] = frozenset(),
+        skip_ids: frozenset[str] = frozenset(),
     ) -> None:
         self.root, self.class_names, self.coarse, self.ids = root, class_names, coarse, ids
         self.image_dir, self.gt_dir = root / image_dir, root / gt_dir
-        self.done_ids = done_ids
+        self.skip_ids = skip_ids
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> Sample | AlreadyDone:
         sample_id = self.ids[index]
-        if sample_id in self.done_ids:
+        if sample_id in self.skip_ids:
             return AlreadyDone(sample_id)
-        image = read_image(find_image(self.image_dir, sample_id))
-        gt = read_label_map(self.gt_dir / f"{sample_id}.png", len(self.class_names), image.shape[:2], "ground truth")
-        coarse = self.coarse.make(sample_id, image, gt, len(self.class_names), self.class_names)
+        image_path, gt_path = find_image(self.image_dir, sample_id), self.gt_dir / f"{sample_id}.png"
+        image = read_image(image_path)
+        gt = read_label_map(gt_path, len(self.class_names), image.shape[:2], "ground truth")
+        coarse = None if self.coarse is None else self.coarse.make(sample_id, image, gt, len(self.class_names), self.class_names)
         return Sample(
             id=sample_id,
             image=torch.from_numpy(image),
             gt=torch.from_numpy(gt),
             class_names=self.class_names,
             coarse=coarse,
+            files={"image": str(image_path.resolve()), "gt": str(gt_path.resolve())},
         )
 
 
@@ -74,7 +79,9 @@ class VOCFolderDataModule(L.LightningDataModule):
     Args:
         root: dataset folder (holds `image_dir` and `gt_dir`).
         classes: preset ("voc", "context", "coco_object"), a class file, or a list.
-        coarse: where coarse masks come from (`CoarseFromFiles` or `SyntheticDegradation`).
+        coarse: where coarse masks come from: files or degradation (`CoarseFromFiles`,
+            `SyntheticDegradation`, made in the dataset) or a model (`SCLIP`, ..., a
+            `CoarseProducer` the module runs on its device).
         split: optional text file of sample ids, one a line (e.g. ImageSets/Segmentation/val.txt).
         limit: keep only the first `limit` ids (quick runs).
         batch_size: samples per predict step; diffusion injectors batch all their classes.
@@ -84,7 +91,7 @@ class VOCFolderDataModule(L.LightningDataModule):
         self,
         root: str,
         classes: str | list[str] = "voc",
-        coarse: CoarseSource | None = None,
+        coarse: CoarseSource | CoarseProducer | None = None,
         split: str | None = None,
         image_dir: str = "JPEGImages",
         gt_dir: str = "SegmentationClass",
@@ -104,7 +111,7 @@ class VOCFolderDataModule(L.LightningDataModule):
         self.coarse = coarse if coarse is not None else SyntheticDegradation()
         self.split, self.image_dir, self.gt_dir = split, image_dir, gt_dir
         self.limit, self.batch_size, self.num_workers = limit, batch_size, num_workers
-        self.done_ids: frozenset[str] = frozenset()
+        self.skip_ids: frozenset[str] = frozenset()  # samples a resumed run already has (from its RunFolder)
         self.dataset: FolderDataset | None = None
         self._ids: list[str] | None = None
 
@@ -137,15 +144,21 @@ class VOCFolderDataModule(L.LightningDataModule):
             self._ids = self.list_ids()
         return self._ids
 
+    @property
+    def coarse_producer(self) -> CoarseProducer | None:
+        """The model that makes coarse masks in the module's coarse stage, if any."""
+        return self.coarse if isinstance(self.coarse, CoarseProducer) else None
+
     def setup(self, stage: str | None = None) -> None:
+        in_dataset = None if self.coarse_producer is not None else self.coarse
         self.dataset = FolderDataset(
-            self.root, self.class_names, self.coarse, self.ids, self.image_dir, self.gt_dir, self.done_ids
+            self.root, self.class_names, in_dataset, self.ids, self.image_dir, self.gt_dir, self.skip_ids
         )
 
     def predict_dataloader(self) -> DataLoader:
         if self.dataset is None:
             self.setup("predict")
-        self.dataset.done_ids = self.done_ids
+        self.dataset.skip_ids = self.skip_ids
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,

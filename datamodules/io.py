@@ -5,23 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError  # noqa: F401
 
 from g4seg.errors import DataError
+from g4seg.images import read_image
 
 __all__ = ["DataError", "check_size", "read_image", "read_label_map", "read_probabilities"]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 [H, W, 3]."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
 
 
 def read_label_map(path: Path, num_classes: int, size: tuple[int, int], what: str = "label map") -> np.ndarray:

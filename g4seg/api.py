@@ -8,36 +8,42 @@
     injector, refiners = g4seg.load_strategy("configs/demo.yaml", "g4seg_emi")
     out = g4seg.refine(image, coarse_probs, "voc", strategy=refiners, injector=injector, class_ids=[0, 15])
 
-Strategies are the very objects a config builds (an Injector and a chain of Refiners), run
-through the module's own `generate` and refiner chain, as in `g4seg predict`, so results
-match (tested).
+Strategies are the very objects a config builds (an Injector and a chain of Refiners, built
+by jsonargparse as `g4seg predict` builds them), run through the module's own `generate`
+and `run_strategies`, as in `g4seg predict`, so results match (tested).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .classes import resolve_classes
 from .errors import ConfigError, DataError
+from .images import read_image
 from .interfaces import Injector, Refiner
+from .softening import probs_from_labels
 from .types import IGNORE_INDEX, ClassProbs, Sample
 
 WEIGHT_FREE = {"identity": "strategies.refiners.Identity", "densecrf": "strategies.refiners.DenseCRF"}
 
 
-def instantiate(node):
-    """Objects from a config node ({class_path, init_args}, lists and plain values), as LightningCLI does."""
-    if isinstance(node, dict) and "class_path" in node:
-        module, _, name = node["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        return cls(**{k: instantiate(v) for k, v in (node.get("init_args") or {}).items()})
-    if isinstance(node, list):
-        return [instantiate(v) for v in node]
-    return node
+def build(nodes: dict, types: dict) -> dict:
+    """Objects from config nodes ({class_path, init_args}), by jsonargparse as LightningCLI
+    builds them: the same type checks, defaults and errors as `g4seg predict`."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    for key, kind in types.items():
+        parser.add_argument(f"--{key}", type=kind)
+    try:
+        built = parser.instantiate_classes(parser.parse_object(nodes))
+        return {key: built[key] for key in nodes}
+    except Exception as e:  # noqa: BLE001 - jsonargparse wraps the constructor's own error
+        raise ConfigError(f"cannot build {sorted(nodes)}: {str(e).strip().splitlines()[0]}") from e
 
 
 def load_strategy(config: str | Path, name: str) -> tuple[Injector | None, list[Refiner]]:
@@ -50,8 +56,11 @@ def load_strategy(config: str | Path, name: str) -> tuple[Injector | None, list[
     if name not in specs:
         raise ConfigError(f"{config}: no strategy {name!r}; it has {sorted(specs)}")
     spec = specs[name]
-    injector = instantiate(model.get("injectors", {})[spec["injector"]]) if spec.get("injector") else None
-    return injector, instantiate(spec["refiners"])
+    nodes, types = {"refiners": spec["refiners"]}, {"refiners": list[Refiner]}
+    if spec.get("injector"):
+        nodes["injector"], types["injector"] = model.get("injectors", {})[spec["injector"]], Injector
+    built = build(nodes, types)
+    return built.get("injector"), list(built["refiners"])
 
 
 def as_probs(coarse, n_classes: int, class_ids: Sequence[int] | None) -> ClassProbs:
@@ -62,8 +71,6 @@ def as_probs(coarse, n_classes: int, class_ids: Sequence[int] | None) -> ClassPr
         if bool(bad.any()):
             raise DataError(f"coarse label map holds labels outside 0..{n_classes - 1} (255 = ignore)")
         ids = sorted({0, *torch.unique(labels[labels != IGNORE_INDEX]).tolist()})
-        from datamodules.coarse import probs_from_labels
-
         return probs_from_labels(labels.numpy(), ids)
     if coarse.ndim != 3:
         raise DataError(f"coarse must be a label map [H, W] or probabilities [K, H, W], got shape {tuple(coarse.shape)}")
@@ -98,10 +105,7 @@ def refine(
         class_ids: dataset ids of the K probability channels (background first) when K is
             not the number of classes.
     """
-    from datamodules.classes import resolve_classes
-    from datamodules.io import read_image
-
-    from .module import G4SegModule, StrategySpec
+    from .run.module import G4SegModule, StrategySpec
 
     names = resolve_classes(class_names if isinstance(class_names, str) else list(class_names))
     if isinstance(image, (str, Path)):
@@ -116,12 +120,10 @@ def refine(
         if strategy not in WEIGHT_FREE:
             raise ConfigError(f"strategy {strategy!r}: by name only {sorted(WEIGHT_FREE)}; pass Refiner objects "
                               "(or g4seg.load_strategy(config, name)) for the others")  # fmt: skip
-        strategy = [instantiate({"class_path": WEIGHT_FREE[strategy]})]
+        strategy = build({"refiners": [{"class_path": WEIGHT_FREE[strategy]}]}, {"refiners": list[Refiner]})["refiners"]
     refiners = [strategy] if isinstance(strategy, Refiner) else list(strategy)
     injectors = {"injector": injector} if injector is not None else {}
     module = G4SegModule([StrategySpec("refined", refiners, "injector" if injector else None)], injectors, names)
     sample = Sample("image", image, torch.full(image.shape[:2], IGNORE_INDEX, dtype=torch.int64), names, probs)
     generated, _ = module.generate([sample])
-    gen = generated["injector"].get(sample.id) if injector is not None else None
-    with torch.no_grad():
-        return module.chains["refined"].refine(sample, probs, gen)
+    return module.run_strategies(sample, generated)[0]["refined"]

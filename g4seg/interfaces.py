@@ -1,12 +1,17 @@
-"""The two things a strategy is made of: an Injector and a Refiner.
+"""The parts a comparison is made of: coarse producers, injectors and refiners.
 
-Both are `nn.Module`s so that whatever weights they hold follow the LightningModule to
-its device; the harness knows nothing else about them. A new strategy is one subclass
-and a config entry.
+All are `nn.Module`s so that whatever weights they hold follow the LightningModule to its
+device; the harness knows nothing else about them. A new one is one subclass and a config
+entry. Each remembers the arguments it was built with (`settings`), so that the module
+can tell two equal refiners apart from two different ones (identical chain prefixes are
+computed once) and the run folder can state what ran.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -15,7 +20,46 @@ from torch import nn
 from .types import ClassProbs, Generated, Sample
 
 
-class Injector(nn.Module, ABC):
+class Configured(nn.Module):
+    """Records the constructor arguments of the most derived class, defaults filled in."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            if "_settings" not in self.__dict__:  # the outermost (most derived) constructor
+                bound = inspect.signature(init).bind(self, *args, **kw)
+                bound.apply_defaults()
+                settings = {}
+                for name, value in list(bound.arguments.items())[1:]:
+                    if inspect.signature(init).parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                        settings.update(value)
+                    else:
+                        settings[name] = value
+                object.__setattr__(self, "_settings", settings)
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.__dict__.get("_settings", {}))
+
+    def identity(self) -> str:
+        """Class and settings: two parts with equal identities compute the same thing."""
+        cls = type(self)
+        return f"{cls.__module__}.{cls.__qualname__}" + json.dumps(self.settings, sort_keys=True, default=_identity)
+
+
+def _identity(value) -> str:
+    return value.identity() if isinstance(value, Configured) else repr(value)
+
+
+class Injector(Configured, ABC):
     """Generates, for each foreground class of each sample, an image that keeps the layout
     of the coarse mask. Gets a whole batch so it can run all classes in one model call."""
 
@@ -25,7 +69,7 @@ class Injector(nn.Module, ABC):
     def generate(self, samples: Sequence[Sample]) -> list[Generated]: ...
 
 
-class Refiner(nn.Module, ABC):
+class Refiner(Configured, ABC):
     """Turns the current class probabilities of a sample into refined ones.
 
     `generated` is what the strategy's injector produced for this sample, or None when the
@@ -37,6 +81,18 @@ class Refiner(nn.Module, ABC):
 
     @abstractmethod
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs: ...
+
+
+class CoarseProducer(Configured, ABC):
+    """Coarse masks computed by a model (a CLIP segmenter, ...). The module runs it as its
+    first stage, on its own device and under Lightning's placement, on a batch of samples
+    whose `coarse` is still None; file readers and synthetic degradation stay in the
+    dataset, where they cost no device time."""
+
+    random_weights: bool = False
+
+    @abstractmethod
+    def produce(self, samples: Sequence[Sample]) -> list[ClassProbs]: ...
 
 
 class Chain(Refiner):

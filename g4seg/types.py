@@ -59,7 +59,8 @@ class Sample:
     image: torch.Tensor  # uint8 [H, W, 3] RGB
     gt: torch.Tensor  # int64 [H, W], IGNORE_INDEX = not scored
     class_names: list[str]  # of the dataset, index = class id, 0 = background
-    coarse: ClassProbs
+    coarse: ClassProbs | None  # None until the module's coarse stage (a model producer) fills it
+    files: dict[str, str] = field(default_factory=dict)  # what was read: "image", "gt", "coarse" -> resolved path
 
     @property
     def size(self) -> tuple[int, int]:
@@ -111,11 +112,6 @@ class SourceCounts:
     b_union: dict[int, int] = field(default_factory=dict)  # |G_d or P_d|
     ba: dict[int, float] = field(default_factory=dict)  # boundary accuracy per GT foreground class (mBA)
 
-    def iou(self, c: int) -> float | None:
-        """IoU of class c (a fraction), None where the class is in neither map."""
-        union = self.union.get(c, 0)
-        return self.inter.get(c, 0) / union if union else None
-
 
 @dataclass
 class SampleResult:
@@ -124,12 +120,12 @@ class SampleResult:
     id: str
     labels: dict[str, torch.Tensor]  # source name ("baseline" or a strategy) -> int64 [H, W]
     counts: dict[str, SourceCounts]
-    initial_iou: dict[int, float]  # foreground class -> IoU (percent) of the coarse mask vs GT
     generated: dict[str, Generated] = field(default_factory=dict)  # injector name -> images
     seconds: dict[str, float] = field(default_factory=dict)  # strategy -> wall time spent on this sample
     random_weights: list[str] = field(default_factory=list)  # strategies that ran untrained models
     notes: dict[str, list[str]] = field(default_factory=dict)  # strategy -> what its refiners did to the input
     unscored_reason: str | None = None  # e.g. GT all ignore: counted, not scored
+    files: dict[str, str] = field(default_factory=dict)  # the sample's input files (the report's gallery reads them)
 
 
 BASELINE = "baseline"

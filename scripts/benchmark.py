@@ -173,34 +173,16 @@ def cascadepsp_table(samples: list[Sample], args) -> None:
         print(f"{'global only' if fast else 'global + local':<26} {L:>5} {seconds / len(samples):>9.4f}")
 
 
-def voc_like_records(rng, n: int, strategies: list[str], classes: int = 21) -> list[dict]:
-    """Records shaped like VOC val's (background + ~2 classes an image), random counts."""
-    import numpy as np
-
-    records = []
-    for i in range(n):
-        present = [0, *rng.choice(np.arange(1, classes), 2, replace=False).tolist()]
-        counts = {}
-        for name in ["baseline", *strategies]:
-            inter = {c: int(rng.integers(0, 10000)) for c in present}
-            counts[name] = {"inter": {str(c): v for c, v in inter.items()},
-                            "union": {str(c): v + int(rng.integers(1, 5000)) for c, v in inter.items()},
-                            "b_inter": {str(c): v // 10 for c, v in inter.items()},
-                            "b_union": {str(c): v // 10 + 500 for c, v in inter.items()},
-                            "ba": {str(c): float(rng.random()) for c in present[1:]}}  # fmt: skip
-        records.append({"id": str(i), "counts": counts, "initial_iou": {str(c): float(rng.random() * 100) for c in present[1:]}})
-    return records
-
-
 def metrics_table(args) -> None:
     """Cost of all metrics for one 512x512 image with 21 classes (worst case: every class
     present, GT side included) against DenseCRF on it; the bootstrap of a VOC-val-sized run."""
     import numpy as np
 
-    from g4seg.bootstrap import confidence_intervals
-    from g4seg.boundary import GroundTruthBoundaries
-    from g4seg.metrics import pixel_counts
-    from g4seg.records import from_record
+    from g4seg.evaluation.boundary import GroundTruthBoundaries
+    from g4seg.evaluation.counts import pixel_counts
+    from g4seg.evaluation.records import from_record
+    from g4seg.evaluation.summary import summarize
+    from g4seg.evaluation.synthetic import voc_like_records
     from strategies.refiners import DenseCRF
 
     rng = np.random.default_rng(0)
@@ -223,8 +205,8 @@ def metrics_table(args) -> None:
     print(f"{'DenseCRF':<32} {crf_s:>9.4f}   metrics = {100 * metric_s / crf_s:.1f}% of DenseCRF")
     results = [from_record(r) for r in voc_like_records(rng, 1449, ["a", "b", "c"])]
     start = time.perf_counter()
-    confidence_intervals(results, ["a", "b", "c"], 21, [0, 40, 80, 100], 1000, 0)
-    print(f"bootstrap, 1,449 images x 3 strategies x 1,000 resamples, 4 metrics x 4 strata: "
+    summarize(results, ["a", "b", "c"], [str(c) for c in range(21)], [0, 40, 80, 100], 1000, 0)
+    print(f"metrics document with bootstrap, 1,449 images x 3 strategies x 1,000 resamples, 4 metrics x 4 strata: "
           f"{time.perf_counter() - start:.2f} s (BLAS threads as the machine has; OPENBLAS_NUM_THREADS=1 for one core)")
 
 
@@ -260,8 +242,12 @@ def report_table(args) -> None:
 
     import numpy as np
 
-    from g4seg.records import atomic_write_json, record_path
-    from g4seg.report import rebuild
+    from g4seg.evaluation.records import record_path
+    from g4seg.evaluation.synthetic import voc_like_records
+    from g4seg.files import atomic_write_json
+    from g4seg.report.write import ReportSettings
+    from g4seg.run.folder import RunFolder
+    from g4seg.run.scoring import score
 
     root = Path(args.root)
     images = sorted((root / "JPEGImages").glob("*.jpg"))
@@ -281,13 +267,15 @@ def report_table(args) -> None:
                 shutil.copyfile(gts[(i + len(source)) % len(gts)], out / "masks" / source / f"{sample_id}.png")
         for sample_id, record in zip(ids, voc_like_records(rng, 1449, strategies)):
             record["id"] = sample_id
+            record["files"] = {"image": str(data / "JPEGImages" / f"{sample_id}.jpg"),
+                               "gt": str(data / "SegmentationClass" / f"{sample_id}.png")}  # fmt: skip
             atomic_write_json(record_path(out, sample_id), record)
         config = {"data": {"init_args": {"root": str(data), "classes": "voc"}},
                   "model": {"strategies": [{"name": s, "refiners": []} for s in strategies]}}  # fmt: skip
         (out / "run.json").write_text(json.dumps({"ids": ids, "strategies": strategies, "strata_edges": [0, 40, 80, 100],
                                                   "class_names": [str(c) for c in range(21)], "config": config}))  # fmt: skip
         start = time.perf_counter()
-        rebuild(out)
+        score(RunFolder.open(out), ReportSettings())
         seconds = time.perf_counter() - start
         size = sum(p.stat().st_size for p in [out / "report.html", *(out / "report").rglob("*"), out / "strata.png"] if p.is_file())
         thumbs = len(list((out / "report" / "thumbs").rglob("*.jpg")))

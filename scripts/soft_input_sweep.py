@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datamodules import CoarseFromFiles, SyntheticDegradation, VOCFolderDataModule  # noqa: E402
-from g4seg.module import G4SegModule, StrategySpec  # noqa: E402
+from g4seg.run.module import G4SegModule, StrategySpec  # noqa: E402
 from strategies.injectors import AttentionInjection  # noqa: E402
 from strategies.refiners import Correspondence  # noqa: E402
 

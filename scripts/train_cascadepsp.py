@@ -10,6 +10,7 @@ Prints the loss on a fixed held-out set of crops before and after training; chec
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
+from datamodules import VOCFolderDataModule  # noqa: E402
+from datamodules.folder import FolderDataset  # noqa: E402
 from strategies.refiners.cascadepsp.training import (  # noqa: E402
     CascadePSPTraining,
     PerturbedCrops,
@@ -61,8 +64,10 @@ def main(argv=None) -> dict:
     L.seed_everything(args.seed, workers=True)
     size = dict(base=8, layers=(1, 1, 1, 1)) if args.tiny else dict(base=64, layers=(3, 4, 6, 3))
     model = CascadePSPTraining(**size, init=args.init, lr=args.lr)
-    train = PerturbedCrops(args.root, args.classes, args.crop, seed=args.seed, repeats=1000)
-    held = PerturbedCrops(args.root, args.classes, args.crop, seed=args.seed + 1)
+    dm = VOCFolderDataModule(args.root, args.classes)
+    samples = FolderDataset(dm.root, dm.class_names, None, dm.ids)  # images and GT only
+    train = PerturbedCrops(samples, args.crop, seed=args.seed, repeats=1000)
+    held = PerturbedCrops(samples, args.crop, seed=args.seed + 1)
     before = held_out_loss(model, held)
     trainer = L.Trainer(
         max_steps=args.max_steps, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
@@ -71,9 +76,11 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     trainer.fit(model, make_loader(train, args.batch_size, args.num_workers))
     after = held_out_loss(model, held)
+    result = {"before": before, "after": after, "checkpoint": str(Path(args.out) / "last.ckpt")}
     if trainer.is_global_zero:
         print(f"held-out loss on {len(held)} crops: before {before:.4f} -> after {after:.4f}")
-    return {"before": before, "after": after, "checkpoint": str(Path(args.out) / "last.ckpt")}
+        print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import torch
 
 import g4seg
 from datamodules import VOCFolderDataModule
-from g4seg.module import G4SegModule, StrategySpec
+from g4seg.run.module import G4SegModule, StrategySpec
 from strategies.refiners import DenseCRF
 
 

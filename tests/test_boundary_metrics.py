@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from conftest import finished_run, read_metrics
-from g4seg.bootstrap import Tables, confidence_intervals
-from g4seg.boundary import GroundTruthBoundaries, mask_boundary
-from g4seg.metrics import StrategyMetrics, initial_ious, pixel_counts
-from g4seg.records import from_record, to_record
+from g4seg.evaluation.boundary import GroundTruthBoundaries, mask_boundary
+from g4seg.evaluation.counts import pixel_counts
+from g4seg.evaluation.records import from_record, to_record
+from g4seg.evaluation.summary import summarize
 from g4seg.types import BASELINE, SampleResult
 
 C = 21
@@ -102,22 +102,28 @@ def real_pairs(real_voc):
     return gts, [degrade(g, i) for i, g in enumerate(gts)]
 
 
-def feed(preds, gts, refined=None) -> StrategyMetrics:
-    metrics = StrategyMetrics(["s"], C)
+NAMES = [str(c) for c in range(C)]
+
+
+def baseline_metrics(preds, gts) -> dict:
+    """The run's metrics of `preds` (as the baseline), through `summarize` as a run computes them."""
+    results = []
     for i, (p, g) in enumerate(zip(preds, gts)):
         b = GroundTruthBoundaries(g)
         gt = torch.from_numpy(g.astype(np.int64))
-        counts = {BASELINE: pixel_counts(torch.from_numpy(p.astype(np.int64)), gt, C, b)}
-        r = p if refined is None else refined[i]
-        counts["s"] = pixel_counts(torch.from_numpy(r.astype(np.int64)), gt, C, b)
-        metrics.update(SampleResult(str(i), {}, counts, initial_ious(counts[BASELINE])))
-    return metrics
+        counts = pixel_counts(torch.from_numpy(p.astype(np.int64)), gt, C, b)
+        results.append(SampleResult(str(i), {}, {BASELINE: counts, "s": counts}))
+    entry = summarize(results, ["s"], NAMES, [0, 40, 80, 100], resamples=0)["strategies"]["s"]
+    per = entry["per_class"]
+    return {"miou": entry["miou_baseline"], **{m: entry[f"{m}_baseline"] for m in ("boundary_iou", "mba", "miou_image")},
+            "per_class": {int(n): v["iou_baseline"] for n, v in per.items()},
+            "per_class_boundary": {int(n): v["boundary_iou_baseline"] for n, v in per.items()}}  # fmt: skip
 
 
 def test_boundary_iou_mba_and_image_miou_equal_the_references_on_real_masks(real_pairs):
     gts, preds = real_pairs
     assert any((g == 255).any() for g in gts)  # VOC's ignore outlines are part of the case
-    m = feed(preds, gts).sources[BASELINE].compute()
+    m = baseline_metrics(preds, gts)
     biou, per_class = ref_boundary_iou(preds, gts)
     assert m["boundary_iou"] == pytest.approx(biou, abs=1e-9)
     for c, v in per_class.items():
@@ -130,7 +136,7 @@ def test_mba_equals_cascadepsp_formula_without_ignore(real_pairs):
     """No ignore pixels: the band is CascadePSP's, untouched."""
     gts = [np.where(g == 255, 0, g).astype(np.uint8) for g in real_pairs[0]]
     preds = real_pairs[1]
-    m = feed(preds, gts).sources[BASELINE].compute()
+    m = baseline_metrics(preds, gts)
     assert m["mba"] == pytest.approx(ref_mba(preds, gts), abs=1e-9)
 
 
@@ -142,7 +148,7 @@ def square(top, left, size=10, h=20, w=20):
 
 
 def one(pred, gt):
-    return feed([pred], [gt]).sources[BASELINE].compute()
+    return baseline_metrics([pred], [gt])
 
 
 def test_square_shifted_by_one_pixel():
@@ -181,7 +187,7 @@ def results_of(preds, gts, refined):
         gt = torch.from_numpy(g.astype(np.int64))
         counts = {name: pixel_counts(torch.from_numpy(x.astype(np.int64)), gt, C, b)
                   for name, x in ((BASELINE, p), ("same", p), ("crf", r))}  # fmt: skip
-        rec = to_record(SampleResult(f"{i:03d}", {}, counts, initial_ious(counts[BASELINE])))
+        rec = to_record(SampleResult(f"{i:03d}", {}, counts))
         out.append(from_record(json.loads(json.dumps(rec))))
     return out
 
@@ -191,39 +197,28 @@ def test_bootstrap_intervals(real_pairs):
     refined = [cv2.medianBlur(p, 7) for p in preds]
     results = results_of(preds, gts, refined)
     edges = [0, 40, 80, 100]
-    cis = confidence_intervals(results, ["same", "crf"], C, edges, resamples=500, seed=3)
-    metrics = StrategyMetrics(["same", "crf"], C, edges)
-    for r in results:
-        metrics.update(r)
-    doc = metrics.compute()
-    tables = Tables(results, [BASELINE, "crf"], C, edges)
-    for metric, gain_key in (("miou", "gain"), ("boundary_iou", "boundary_iou_gain"), ("mba", "mba_gain"),
-                             ("miou_image", "miou_image_gain")):  # fmt: skip
-        assert cis["same"][metric][0] == [0.0, 0.0]  # identical to the baseline
-        lo, hi = cis["crf"][metric][0]
-        point = doc["strategies"]["crf"][gain_key]
-        assert lo <= point <= hi and lo < hi
-        # the bootstrap's per-image tables give the metric's point estimate (two code paths)
-        assert tables.point("crf", metric, 0) - tables.point(BASELINE, metric, 0) == pytest.approx(point, abs=1e-9)
-    assert confidence_intervals(results, ["crf"], C, edges, 500, 3)["crf"] == cis["crf"]
-    assert confidence_intervals(results, ["crf"], C, edges, 500, 4)["crf"] != cis["crf"]
+    doc = summarize(results, ["same", "crf"], NAMES, edges, resamples=500, seed=3)
+    for metric, gain_key, ci_key in (("miou", "gain", "ci95"), ("boundary_iou", "boundary_iou_gain", "boundary_iou_ci95"),
+                                     ("mba", "mba_gain", "mba_ci95"), ("miou_image", "miou_image_gain", "miou_image_ci95")):  # fmt: skip
+        assert doc["strategies"]["same"][ci_key] == [0.0, 0.0]  # identical to the baseline
+        lo, hi = doc["strategies"]["crf"][ci_key]
+        assert lo <= doc["strategies"]["crf"][gain_key] <= hi and lo < hi
+    again = summarize(results, ["crf"], NAMES, edges, 500, 3)["strategies"]["crf"]
+    other = summarize(results, ["crf"], NAMES, edges, 500, 4)["strategies"]["crf"]
+    assert again["ci95"] == doc["strategies"]["crf"]["ci95"] and other["ci95"] != again["ci95"]
 
 
 def test_bootstrap_is_fast_enough_for_voc_val():
     """1,449 images x 3 strategies x 1,000 resamples; a loose bound here, the benchmark measures."""
-    import sys
     import time
 
-    from conftest import ROOT
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from benchmark import voc_like_records
+    from g4seg.evaluation.synthetic import voc_like_records
 
     results = [from_record(r) for r in voc_like_records(np.random.default_rng(0), 1449, ["a", "b", "c"])]
     start = time.perf_counter()
-    cis = confidence_intervals(results, ["a", "b", "c"], C, [0, 40, 80, 100], 1000, 0)
+    doc = summarize(results, ["a", "b", "c"], NAMES, [0, 40, 80, 100], 1000, 0)
     assert time.perf_counter() - start < 60
-    assert all(ci is not None for ci in cis["a"]["miou"])
+    assert all(s["ci95"] is not None for s in doc["strategies"]["a"]["strata"])
 
 
 # -- through predict: one and two processes, resume --------------------------------------------

@@ -9,7 +9,8 @@ import torch
 
 from conftest import ROOT
 from strategies.refiners import CascadePSP
-from strategies.refiners.cascadepsp import RefinementNetwork, load_official, tiny_network
+from g4seg.models.cascadepsp import RefinementNetwork, load_official
+from g4seg.models.tiny import tiny_cascadepsp as tiny_network
 from strategies.refiners.cascadepsp import inference
 from strategies.refiners.cascadepsp.inference import crop_grid, refine_masks
 
@@ -95,13 +96,15 @@ def test_global_and_local_sizes_and_fast_skips_local(monkeypatch):
 
 
 def test_training_lowers_the_loss_on_real_images(tmp_path, real_voc):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import train_cascadepsp
+    import json
+    import subprocess
 
-    result = train_cascadepsp.main([
-        "--root", str(real_voc), "--tiny", "--max_steps", "25", "--batch_size", "4", "--crop", "96",
-        "--lr", "1e-3", "--out", str(tmp_path), "--accelerator", "cpu", "--devices", "1",
-    ])  # fmt: skip
+    proc = subprocess.run([
+        sys.executable, "scripts/train_cascadepsp.py", "--root", str(real_voc), "--tiny", "--max_steps", "25",
+        "--batch_size", "4", "--crop", "96", "--lr", "1e-3", "--out", str(tmp_path), "--accelerator", "cpu", "--devices", "1",
+    ], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"CascadePSP tiny held-out loss: {result['before']:.4f} -> {result['after']:.4f}")
     assert result["after"] < result["before"]
     refiner = CascadePSP(weights=result["checkpoint"], base=8, layers=(1, 1, 1, 1), L=96)

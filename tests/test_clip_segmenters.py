@@ -148,7 +148,7 @@ def test_missing_clip_weights_are_one_error_before_any_work(tmp_path):
 
 def test_clip_weights_of_another_architecture_are_one_error(tmp_path):
     from conftest import error_line
-    from g4seg.models.clip import tiny_clip
+    from g4seg.models.tiny import tiny_clip
 
     torch.save(tiny_clip().state_dict(), tmp_path / "tiny.pt")
     code, _, err = cli("predict", "--config", "configs/paper/tiny/table1_tsss.yaml", "--output_dir", str(tmp_path / "o"),
@@ -163,7 +163,7 @@ def test_clip_weights_of_another_architecture_are_one_error(tmp_path):
 @pytest.mark.parametrize("file, preset", [("voc21_sclip.txt", "voc"), ("context60_sclip.txt", "context"),
                                           ("coco_object_sclip.txt", "coco_object")])  # fmt: skip
 def test_bundled_names_files_fit_their_dataset(file, preset):
-    from datamodules.classes import PRESETS, prompt_name
+    from g4seg.classes import PRESETS, prompt_name
     from datamodules.clip_segmenters import read_names
 
     names = read_names(file, PRESETS[preset])

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from datamodules import SyntheticDegradation, VOCFolderDataModule
-from g4seg.module import G4SegModule, StrategySpec
+from g4seg.run.module import G4SegModule, StrategySpec
 from strategies.refiners import DenseCRF, Identity
 
 

@@ -45,7 +45,21 @@ def cross_mass(probs: torch.Tensor, pixel_mask: torch.Tensor, tokens: torch.Tens
     return probs[..., tokens].sum(-1).mean(1)  # [J, Nq]
 
 
-def test_emi_moves_attention_to_class_tokens_inside_the_mask_only(samples):
+def attention_probabilities(monkeypatch) -> list[torch.Tensor]:
+    """Spy on torch's SDPA (what diffusers' AttnProcessor2_0 calls): the probabilities of every call."""
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        s = (q @ k.transpose(-1, -2)) * (scale or q.shape[-1] ** -0.5)
+        seen.append((s if attn_mask is None else s + attn_mask).softmax(-1))
+        return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return seen
+
+
+def test_emi_moves_attention_to_class_tokens_inside_the_mask_only(samples, monkeypatch):
     inj = AttentionInjection(alpha=10.0)
     jobs = inj.make_jobs(samples[:1])
     attn = inj.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
@@ -54,11 +68,12 @@ def test_emi_moves_attention_to_class_tokens_inside_the_mask_only(samples):
     hidden = torch.randn(len(jobs), n, attn.to_q.in_features)
     text = torch.randn(len(jobs), 77, attn.to_k.in_features)
     layout = LayoutMasks(jobs, torch.device("cpu"))
+    calls = attention_probabilities(monkeypatch)
     seen = {}
     for alpha in (0.0, 10.0):
         inj.alpha = alpha
-        proc = EMIProcessor("x", layout, inj, probe=lambda name, cross, p, a=alpha: seen.__setitem__(a, p))
-        proc(attn, hidden, encoder_hidden_states=text)
+        EMIProcessor("x", layout, inj)(attn, hidden, encoder_hidden_states=text)
+        seen[alpha] = calls[-1]
     inside = layout.at(n) > 0
     tokens = jobs.token_masks[0]
     before, after = cross_mass(seen[0.0], inside, tokens), cross_mass(seen[10.0], inside, tokens)
@@ -69,21 +84,19 @@ def test_emi_moves_attention_to_class_tokens_inside_the_mask_only(samples):
     # and through a whole UNet call: averaged over every cross-attention layer
     means = {}
     for alpha in (0.0, 10.0):
-        inj.alpha, masses = alpha, []
-
-        def probe(name, is_cross, p, masses=masses):
-            if is_cross:
+        inj.alpha = alpha
+        calls.clear()
+        inj.generate(samples[:1])
+        masses = []
+        for p in calls:
+            if p.shape[-1] == 77:  # cross-attention (the text's 77 tokens)
                 m = LayoutMasks(jobs, torch.device("cpu")).at(p.shape[2]) > 0
                 masses.append(cross_mass(p, m, jobs.token_masks[0])[m].mean())
-
-        inj.probe = probe
-        inj.generate(samples[:1])
         means[alpha] = torch.stack(masses).mean()
-    inj.probe = None
     assert means[10.0] > means[0.0]
 
 
-def test_processors_are_restored_even_on_error(samples):
+def test_processors_are_restored_even_on_error(samples, monkeypatch):
     inj = AttentionInjection()
     before = {k: type(v) for k, v in inj.unet.attn_processors.items()}
     inj.generate(samples[:1])
@@ -92,7 +105,7 @@ def test_processors_are_restored_even_on_error(samples):
     def boom(*_):
         raise RuntimeError("boom")
 
-    inj.probe = boom
+    monkeypatch.setattr(EMIProcessor, "add_bias", boom)
     with pytest.raises(RuntimeError, match="boom"):
         inj.generate(samples[:1])
     assert {k: type(v) for k, v in inj.unet.attn_processors.items()} == before

@@ -11,7 +11,8 @@ from PIL import Image
 
 from datamodules import CoarseFromFiles, DataError, SyntheticDegradation, VOCFolderDataModule, resolve_classes
 from datamodules.coarse import fill_ignored
-from g4seg.metrics import initial_ious, pixel_counts
+from g4seg.evaluation.counts import pixel_counts
+from g4seg.evaluation.metrics import instance_ious
 
 ID = "2007_000645"
 
@@ -109,7 +110,7 @@ def test_coarse_from_label_png_and_npz(dataset, tmp_path):
 
 
 def test_all_ignore_gt_is_skipped_and_counted(dataset):
-    from g4seg.module import G4SegModule, StrategySpec
+    from g4seg.run.module import G4SegModule, StrategySpec
     from strategies.refiners import Identity
 
     gt = gt_array(dataset)
@@ -117,9 +118,10 @@ def test_all_ignore_gt_is_skipped_and_counted(dataset):
     s = first_sample(dataset)
     module = G4SegModule([StrategySpec("id", [Identity()])], class_names=s.class_names)
     [result] = module.predict_step([s])
-    module.metrics.update(result)
     assert result.unscored_reason and "all ignore" in result.unscored_reason
-    m = module.metrics.compute(s.class_names)
+    from g4seg.evaluation.summary import summarize
+
+    m = summarize([result], ["id"], s.class_names, [0, 40, 80, 100])
     assert m["num_unscored"] == 1 and m["num_samples"] == 1
 
 
@@ -132,7 +134,7 @@ def test_synthetic_degradation_is_deterministic_and_in_range(real_voc):
             s = dm.dataset[i]
             again = dm.dataset[i]
             assert np.array_equal(s.coarse.probs.numpy(), again.coarse.probs.numpy())
-            ious += list(initial_ious(pixel_counts(s.coarse.labels(), s.gt, 21)).values())
+            ious += list(instance_ious(pixel_counts(s.coarse.labels(), s.gt, 21)).values())
         inside = np.mean([(low - 2) <= v <= (high + 2) for v in ious])
         print(f"target {low}-{high}: {inside:.0%} of {len(ious)} instances inside")
         assert inside >= 0.8
@@ -149,7 +151,7 @@ def test_degradation_never_erases_a_class_the_ground_truth_has(real_voc):
         assert gt_classes <= set(np.unique(s.coarse.labels().numpy())), s.id
         hard = SyntheticDegradation(iou_range=(10, 95), soften_sigma=0.0).make(s.id, s.image.numpy(), s.gt.numpy(), 21)
         assert torch.equal(hard.labels(), s.coarse.labels()), "softening moves no label"
-        ious += list(initial_ious(pixel_counts(s.coarse.labels(), s.gt, 21)).values())
+        ious += list(instance_ious(pixel_counts(s.coarse.labels(), s.gt, 21)).values())
     assert min(ious) >= 8, sorted(ious)[:5]
 
 
@@ -160,7 +162,7 @@ def test_fill_ignored_takes_nearest_label():
 
 def test_config_errors_are_clear():
     from g4seg.errors import ConfigError
-    from g4seg.module import G4SegModule, StrategySpec
+    from g4seg.run.module import G4SegModule, StrategySpec
     from strategies.refiners import Correspondence, Identity
 
     with pytest.raises(ConfigError, match="names injector 'emi'"):

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from g4seg.metrics import StrategyMetrics, initial_ious, pixel_counts, stratum_of
+from g4seg.errors import ConfigError
+from g4seg.evaluation.counts import pixel_counts
+from g4seg.evaluation.metrics import stratum_of
+from g4seg.evaluation.summary import summarize
 from g4seg.types import BASELINE, SampleResult
 
 N = 6
@@ -58,12 +61,11 @@ def random_maps(rng, n=12, h=23, w=31):
 def test_metric_matches_numpy_reference():
     rng = np.random.default_rng(0)
     gts, bases, refs = random_maps(rng)
-    metrics = StrategyMetrics(["s"], N, EDGES)
-    for g, b, r in zip(gts, bases, refs):
+    results = []
+    for i, (g, b, r) in enumerate(zip(gts, bases, refs)):
         g, b, r = map(torch.from_numpy, (g, b, r))
-        counts = {BASELINE: pixel_counts(b, g, N), "s": pixel_counts(r, g, N)}
-        metrics.update(SampleResult("x", {}, counts, initial_ious(counts[BASELINE])))
-    out = metrics.compute()["strategies"]["s"]
+        results.append(SampleResult(str(i), {}, {BASELINE: pixel_counts(b, g, N), "s": pixel_counts(r, g, N)}))
+    out = summarize(results, ["s"], [str(c) for c in range(N)], EDGES, resamples=0)["strategies"]["s"]
     base_ref, base_strata = reference(bases, gts, bases)
     ref_ref, ref_strata = reference(refs, gts, bases)
     assert out["miou_baseline"] == pytest.approx(base_ref, abs=1e-9)
@@ -89,5 +91,5 @@ def test_stratum_edges():
     assert stratum_of(40.0, EDGES) == 1
     assert stratum_of(80.0, EDGES) == 2
     assert stratum_of(100.0, EDGES) == 2
-    with pytest.raises(ValueError):
-        StrategyMetrics(["s"], 3, [0, 50, 50, 100])
+    with pytest.raises(ConfigError, match="must be increasing"):
+        summarize([], ["s"], ["a", "b", "c"], [0, 50, 50, 100])

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
 from datamodules import VOCFolderDataModule
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import prepare_datasets  # noqa: E402
+from datamodules import prepare as prepare_datasets
 
 
 def test_coco_object_from_coco_stuff_label_maps(tmp_path):

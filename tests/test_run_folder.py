@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT, cli, error_line, finished_run, read_metrics
-from g4seg.runfolder import FolderLock
+from g4seg.run.folder import FolderLock
 
 BASE = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "3"]
 
@@ -85,7 +85,7 @@ def test_a_second_concurrent_run_is_refused(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, '.'); from g4seg.runfolder import FolderLock; "
+        "import sys, time; sys.path.insert(0, '.'); from g4seg.run.folder import FolderLock; "
         f"FolderLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(60)")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:

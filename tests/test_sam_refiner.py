@@ -10,7 +10,7 @@ import torch
 from g4seg.errors import ModelNotFoundError
 from g4seg.types import ClassProbs, Sample
 from strategies.refiners import SAMRefiner
-from strategies.refiners.sam.model import shared_sam
+from g4seg.models.sam import shared_sam
 from strategies.refiners.sam.prompts import components, make_prompt, mask_prompt
 
 
@@ -181,7 +181,7 @@ def test_hq_sam_from_a_folder_and_other_model_types_refused(tmp_path, demo_root)
 
     from datamodules import VOCFolderDataModule
     from g4seg.errors import ConfigError
-    from strategies.refiners.sam.model import tiny_sam
+    from g4seg.models.tiny import tiny_sam
 
     tiny_sam("sam_hq").save_pretrained(tmp_path / "hq")
     refiner = SAMRefiner(model=str(tmp_path / "hq"), iterations=1)
@@ -199,7 +199,7 @@ def test_hq_sam_from_a_folder_and_other_model_types_refused(tmp_path, demo_root)
 def test_sam2_from_a_folder_refines_and_equals_its_processor_path(tmp_path, demo_root):
     """SAM 2 resizes to a square (no padding): our prompt scaling still equals Sam2Processor's."""
     from datamodules import VOCFolderDataModule
-    from strategies.refiners.sam.model import tiny_sam
+    from g4seg.models.tiny import tiny_sam
 
     tiny_sam("sam2").save_pretrained(tmp_path / "sam2")
     refiner = SAMRefiner(model=str(tmp_path / "sam2"), iterations=2)

@@ -9,68 +9,46 @@ multiple of the patch size works (448 with ViT-B/16 gives a 28x28 grid).
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelNotFoundError
-from .diffusion import looks_local
+from . import hub
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def tiny_clip(seed: int = 0) -> nn.Module:
-    """A whole open_clip CLIP (vision and text towers) with random weights, a few MB."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vision = CLIPVisionCfg(layers=2, width=32, head_width=8, mlp_ratio=2.0, patch_size=8, image_size=64)
-        text = CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=4, layers=2)
-        return CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text).eval()
-
-
-CLIP_HINT = (
-    "Download the weights on a machine with internet access, e.g.\n"
-    "  python -c \"import open_clip; open_clip.create_model('{model}', pretrained='openai', cache_dir='clip')\"\n"
-    "copy the checkpoint file from ./clip here and set `pretrained:` to its path."
-)
-
-
-_LOADED: dict[tuple[str, str | None], nn.Module] = {}
+CLIP_GET = "python -c \"import open_clip; open_clip.create_model('{model}', pretrained='openai', cache_dir='clip')\" (the file under ./clip)"
 
 
 def shared_clip(model: str, pretrained: str | None) -> nn.Module:
-    """One CLIP per (architecture, weights) in a process: correspondence refiners (G4Seg
-    alone, G4Seg then DenseCRF, ...) and CLIP segmenters naming the same CLIP share it.
-    Nothing trains it, so sharing is safe."""
-    key = (model, pretrained)
-    if key not in _LOADED:
-        clip = tiny_clip() if model == "tiny" else load_clip(model, pretrained)
-        _LOADED[key] = clip.eval().requires_grad_(False)
-    return _LOADED[key]
+    """One CLIP per (architecture, weights) in a process: correspondence refiners and CLIP
+    segmenters naming the same CLIP share it."""
+
+    def load() -> nn.Module:
+        if model == "tiny":
+            from .tiny import tiny_clip
+
+            return tiny_clip().eval().requires_grad_(False)
+        return load_clip(model, pretrained).eval().requires_grad_(False)
+
+    return hub.shared("clip", (model, pretrained), load)
 
 
 def load_clip(model: str, pretrained: str | None) -> nn.Module:
     import open_clip
 
-    if pretrained and looks_local(pretrained) and not Path(pretrained).expanduser().is_file():
-        raise ModelNotFoundError(
-            f"{pretrained}: open_clip checkpoint file does not exist.\n" + CLIP_HINT.format(model=model)
-        )
+    get = CLIP_GET.format(model=model)
+    hub.require_local(pretrained, "file", "the open_clip checkpoint", get, "pretrained")
     try:
         clip = open_clip.create_model(model, pretrained=pretrained)
     except (RuntimeError, AssertionError, KeyError, ValueError) as e:  # open_clip asserts on shape mismatches
-        raise ModelNotFoundError(
-            f"cannot load open_clip {model} with pretrained={pretrained!r} (weights of another "
-            f"architecture?): {(str(e).splitlines() or [type(e).__name__])[0]}\n"
-            + CLIP_HINT.format(model=model)
-        ) from None
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise hub.missing(f"open_clip {model} with pretrained={pretrained!r}",
+                          f"cannot load (weights of another architecture?): {first}", "the weights", get, "pretrained") from None  # fmt: skip
     return clip
 
 

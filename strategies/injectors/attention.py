@@ -69,16 +69,45 @@ class LayoutMasks:
 
 
 class EMIProcessor:
-    """Drop-in for diffusers' AttnProcessor2_0 that adds the layout modulation.
+    """The layout modulation as a diffusers attention processor.
 
-    `probe`, when set, receives (processor name, is_cross, attention probabilities) so
-    tests and analyses can measure where attention goes.
+    "add": the bias alpha * scale * M goes to diffusers' own `AttnProcessor2_0` as its
+    additive `attention_mask`, so the attention is the library's computation with the
+    paper's term added (alpha = 0 is the stock processor, bit for bit). "densediffusion"
+    needs each row's max and min of the scores, so it computes the scores itself.
     """
 
-    def __init__(self, name: str, layout: LayoutMasks, injector: AttentionInjection, probe=None) -> None:
-        self.name, self.layout, self.inj, self.probe = name, layout, injector, probe
+    def __init__(self, name: str, layout: LayoutMasks, injector: AttentionInjection) -> None:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.name, self.layout, self.inj = name, layout, injector
+        self.stock = AttnProcessor2_0()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if attention_mask is not None:
+            raise NotImplementedError("EMI does not combine with an attention_mask from the caller")
+        is_cross = encoder_hidden_states is not None
+        n_q = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states.shape[2] * hidden_states.shape[3]
+        n_k = encoder_hidden_states.shape[1] if is_cross else n_q
+        strength = self.inj.alpha if self.inj.mode == "add" else (self.inj.creg if is_cross else self.inj.sreg)
+        if strength == 0:
+            return self.stock(attn, hidden_states, encoder_hidden_states, temb=temb)
+        if self.inj.mode == "add":
+            bias = self.add_bias(attn, n_q, n_k, is_cross).to(hidden_states.dtype)
+            return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask=bias, temb=temb)
+        return self.modulated(attn, hidden_states, encoder_hidden_states, temb)
+
+    def add_bias(self, attn, n_q: int, n_k: int, is_cross: bool) -> torch.Tensor:
+        """[J, Nq, Nk] = alpha * scale * M: softmax(s + bias) = softmax((QK^T + alpha M) / sqrt(d))."""
+        mask = self.layout.at(n_q)
+        if is_cross:
+            m = mask[:, :, None] * self.layout.tokens[:, None, :n_k].to(mask.dtype)
+        else:
+            m = mask[:, :, None] * mask[:, None, :]
+        return self.inj.alpha * attn.scale * m * self.layout.active[:, None, None]
+
+    def modulated(self, attn, hidden_states, encoder_hidden_states, temb):
+        """AttnProcessor2_0's steps with DenseDiffusion's modulation of the scores."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -88,8 +117,6 @@ class EMIProcessor:
             hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
         is_cross = encoder_hidden_states is not None
         batch = hidden_states.shape[0]
-        if attention_mask is not None:
-            raise NotImplementedError("EMI does not combine with an attention_mask from the caller")
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         query = attn.to_q(hidden_states)
@@ -103,8 +130,9 @@ class EMIProcessor:
             q = attn.norm_q(q)
         if attn.norm_k is not None:
             k = attn.norm_k(k)
-
-        out = self.attend(attn, q, k, v, is_cross)
+        scores = (q @ k.transpose(-1, -2)) * attn.scale
+        scores = self.densediffusion(scores, self.layout.at(q.shape[2]), is_cross, k.shape[2])
+        out = scores.softmax(dim=-1) @ v
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(q.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if input_ndim == 4:
@@ -112,32 +140,6 @@ class EMIProcessor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
-
-    def attend(self, attn, q, k, v, is_cross: bool) -> torch.Tensor:
-        inj = self.inj
-        n_q, n_k = q.shape[2], k.shape[2]
-        mask = self.layout.at(n_q)  # [J, Nq]
-        strength = inj.alpha if inj.mode == "add" else (inj.creg if is_cross else inj.sreg)
-        if strength == 0 and self.probe is None:
-            return F.scaled_dot_product_attention(q, k, v)  # exactly the un-injected computation
-        scale = attn.scale
-        if inj.mode == "add":
-            if is_cross:
-                m = mask[:, :, None] * self.layout.tokens[:, None, :n_k].to(mask.dtype)
-            else:
-                m = mask[:, :, None] * mask[:, None, :]
-            m = m * self.layout.active[:, None, None]
-            bias = (inj.alpha * scale * m)[:, None].to(q.dtype)  # (QK^T + alpha M) / sqrt(d)
-            if self.probe is None:
-                return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-            scores = (q @ k.transpose(-1, -2)) * scale + bias
-        else:
-            scores = (q @ k.transpose(-1, -2)) * scale
-            scores = self.densediffusion(scores, mask, is_cross, n_k)
-        probs = scores.softmax(dim=-1)
-        if self.probe is not None:
-            self.probe(self.name, is_cross, probs.detach())
-        return probs @ v
 
     def densediffusion(self, s: torch.Tensor, mask: torch.Tensor, is_cross: bool, n_k: int) -> torch.Tensor:
         inj = self.inj
@@ -185,7 +187,6 @@ class AttentionInjection(DiffusionInjector):
             raise ConfigError(f"mode must be 'add' or 'densediffusion', got {mode!r}")
         self.mode, self.alpha = mode, alpha
         self.creg, self.sreg, self.sizereg, self.treg, self.treg_power = creg, sreg, sizereg, treg, treg_power
-        self.probe = None
 
     @property
     def treg_value(self) -> float:
@@ -195,7 +196,7 @@ class AttentionInjection(DiffusionInjector):
     def injection(self, jobs: Jobs, active: torch.Tensor | None = None):
         saved = dict(self.unet.attn_processors)
         layout = LayoutMasks(jobs, self.device, active)
-        self.unet.set_attn_processor({name: EMIProcessor(name, layout, self, self.probe) for name in saved})
+        self.unet.set_attn_processor({name: EMIProcessor(name, layout, self) for name in saved})
         try:
             yield
         finally:

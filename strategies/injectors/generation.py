@@ -1,8 +1,9 @@
 """One-step Stable Diffusion regeneration shared by every injector (G4Seg, Sec. III-B).
 
-image -> VAE latent x0 -> x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps at t_s -> one UNet call
-with "A photo of {class}" -> x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t) -> VAE
-decode -> back to the image's size.
+image -> VAE latent x0 -> x_t at t_s (the scheduler's `add_noise`) -> one UNet call with
+"A photo of {class}" -> x0_hat (the scheduler's `step(...).pred_original_sample`, which
+reads epsilon, v or sample predictions as the model's config says) -> VAE decode -> back
+to the image's size.
 
 Options: classifier-free guidance (`guidance_scale`; the layout injection acts on the
 conditional branch only, as DenseDiffusion does), and a deterministic start instead of
@@ -27,14 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datamodules.classes import prompt_name
-from datamodules.coarse import stable_seed
+from g4seg.classes import prompt_name
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Injector
 from g4seg.models.diffusion import load_diffusion
+from g4seg.seeding import stable_seed
 from g4seg.types import Generated, Sample
 
-from .inversion import ddim_invert, eps_and_x0, inversion_timesteps, optimise_null_text
+from .inversion import ddim_invert, inversion_timesteps, optimise_null_text
 
 INVERSIONS = ("none", "ddim", "null_text")
 NULL_TEXT_GUIDANCE = 7.5  # Mokady et al.'s guidance scale, the default when null_text is chosen
@@ -80,11 +81,6 @@ def class_token_mask(tokenizer, prompt: str, name: str, length: int) -> torch.Te
 def noise_for(sample_id: str, class_id: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     generator = torch.Generator().manual_seed(stable_seed("noise", seed, sample_id, class_id) % (2**63))
     return torch.randn(shape, generator=generator)
-
-
-def x0_from_prediction(out: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, prediction_type: str) -> torch.Tensor:
-    """x0 = (x_t - sqrt(1 - a) eps) / sqrt(a); v-prediction converted to eps first."""
-    return eps_and_x0(out, x_t, alpha_bar, prediction_type)[1]
 
 
 class DiffusionInjector(Injector):
@@ -159,7 +155,6 @@ class DiffusionInjector(Injector):
         self.guidance_scale, self.inversion = float(guidance_scale), inversion
         self.inversion_timesteps = inversion_timesteps(timestep, inversion_steps) if inversion != "none" else []
         self.null_text = (null_text_iterations, null_text_lr, null_text_epsilon)
-        self.null_text_losses: list[float] = []  # last fitted loss per job of the latest call, for reports
 
     @property
     def device(self) -> torch.device:
@@ -245,7 +240,6 @@ class DiffusionInjector(Injector):
             text, added = self.encode_prompts(jobs.prompts)
             step = self.max_batch or len(jobs)
             parts = [slice(start, start + step) for start in range(0, len(jobs), step)]
-            self.null_text_losses = []
             x0_hat = torch.cat([self.regenerate(jobs.subset(p), x0[p], text[p], {k: v[p] for k, v in added.items()})
                                 for p in parts])  # fmt: skip
             decoded = self.vae.decode(x0_hat.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
@@ -270,13 +264,22 @@ class DiffusionInjector(Injector):
         x_t = self.start_latents(jobs, x0, text, added)
         uncond = self.unconditional(jobs, x_t, x0, text, added)
         out = self.guided_output(jobs, x_t, text, added, uncond, inject)
-        return x0_from_prediction(out, x_t, self.alpha_bar, self.prediction_type)
+        return self.x0_hat(out, x_t)
+
+    def x0_hat(self, out: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """The scheduler's clean-latent estimate from the model output at t_s. Its step also
+        draws the noise of a next step, which is not used: a fixed generator keeps the
+        global random state untouched."""
+        generator = torch.Generator(x_t.device).manual_seed(0)
+        scheduler = self.models_info.scheduler
+        return scheduler.step(out, self.timestep, x_t, generator=generator).pred_original_sample
 
     def start_latents(self, jobs: Jobs, x0: torch.Tensor, text: torch.Tensor, added: dict) -> torch.Tensor:
         if self.inversion == "none":
             noise = torch.stack([noise_for(sid, c, self.seed, tuple(x0.shape[1:]))
                                  for sid, c in zip(jobs.sample_ids, jobs.class_ids)]).to(x0.device)  # fmt: skip
-            return math.sqrt(self.alpha_bar) * x0 + math.sqrt(1.0 - self.alpha_bar) * noise
+            t = torch.full((len(x0),), self.timestep, dtype=torch.long, device=x0.device)
+            return self.models_info.scheduler.add_noise(x0, noise, t)
         return ddim_invert(lambda x, t: self.model_output(jobs, x, t, text, added, inject=False), x0,
                            self.inversion_timesteps, self.models_info.scheduler.alphas_cumprod, self.prediction_type)  # fmt: skip
 
@@ -294,10 +297,9 @@ class DiffusionInjector(Injector):
 
                 def guided_x0(embedding):
                     out = self.guided_output(jobs, x_t, text, added, (embedding, null_added), inject=False)
-                    return x0_from_prediction(out, x_t, self.alpha_bar, self.prediction_type)
+                    return self.x0_hat(out, x_t)
 
-                null, losses = optimise_null_text(guided_x0, x0, null, iterations, lr, epsilon)
-            self.null_text_losses += losses.tolist()
+                null, _ = optimise_null_text(guided_x0, x0, null, iterations, lr, epsilon)
         return null, null_added
 
     def guided_output(self, jobs, x_t, text, added, uncond, inject: bool) -> torch.Tensor:

@@ -113,7 +113,6 @@ class Correspondence(Refiner):
             raise ConfigError(f"Correspondence temperature must be > 0 pixels, got {temperature}")
         self.soften, self.temperature = soften, float(temperature)
         self._told = False
-        self.original_featurized = 0  # how many original images went through CLIP (once per image)
 
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs:
         if generated is None:
@@ -126,7 +125,6 @@ class Correspondence(Refiner):
         probs = self.soft_input(sample, probs)
         images = [sample.image] + [generated.image_for(c) for _, c in fg]
         feats = self.encoder.features(images).cpu()  # original and every class's image, one forward
-        self.original_featurized += 1
         h, w = probs.size
         out = probs.probs.clone()
         gained = torch.zeros(h, w)

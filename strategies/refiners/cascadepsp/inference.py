@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .network import RefinementNetwork
+from g4seg.models.cascadepsp import RefinementNetwork
 
 PAD = 16
 LOW, HIGH = 0.1, 0.9  # crops whose foreground fraction lies outside are not worth refining

@@ -11,7 +11,7 @@ defaults are the official hyper-parameters.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import cv2
 import lightning as L
@@ -20,13 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.classes import resolve_classes
-from datamodules.coarse import DegradationFields, fill_ignored, stable_seed
-from datamodules.folder import find_image
-from datamodules.io import DataError, read_image, read_label_map
-from g4seg.types import IGNORE_INDEX
-
-from .network import RefinementNetwork, load_official
+from datamodules.coarse import DegradationFields, fill_ignored
+from g4seg.errors import DataError
+from g4seg.models.cascadepsp import RefinementNetwork, load_official
+from g4seg.seeding import stable_seed
+from g4seg.types import IGNORE_INDEX, Sample
 
 OUTPUTS = ("224", "28", "56", "28_2", "28_3", "56_2")
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -71,33 +69,27 @@ class PerturbedCrops(Dataset):
     Randomness comes from (seed, id, class, draw), so a given index is reproducible.
     """
 
-    def __init__(self, root: str, classes="voc", crop: int = 224, seed: int = 0, repeats: int = 1) -> None:
-        self.root, self.crop, self.seed, self.repeats = Path(root), crop, seed, repeats
-        names = resolve_classes(classes)
+    def __init__(self, samples: Sequence[Sample], crop: int = 224, seed: int = 0, repeats: int = 1) -> None:
+        """`samples`: any dataset of Samples (their images and ground truth; coarse unused),
+        e.g. datamodules' FolderDataset."""
+        self.crop, self.seed, self.repeats = crop, seed, repeats
+        self.pairs = {}
         self.items = []
-        self.num_classes = len(names)
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for gt_path in sorted((self.root / "SegmentationClass").glob("*.png")):
-            _, gt = self.load(gt_path.stem)
-            self.items += [(gt_path.stem, int(c)) for c in np.unique(gt) if c not in (0, IGNORE_INDEX)]
+        for index in range(len(samples)):
+            sample = samples[index]
+            gt = sample.gt.numpy()
+            self.pairs[sample.id] = (sample.image.numpy(), fill_ignored(gt))
+            self.items += [(sample.id, int(c)) for c in np.unique(gt) if c not in (0, IGNORE_INDEX)]
         if not self.items:
-            raise DataError(f"{self.root}: no foreground objects to train on")
+            raise DataError(f"no foreground objects to train on in {len(samples)} samples")
 
     def __len__(self) -> int:
         return len(self.items) * self.repeats
 
-    def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
-        if sample_id not in self._cache:
-            image = read_image(find_image(self.root / "JPEGImages", sample_id))
-            gt = read_label_map(self.root / "SegmentationClass" / f"{sample_id}.png", self.num_classes,
-                                image.shape[:2], "ground truth")  # fmt: skip
-            self._cache[sample_id] = (image, fill_ignored(gt))
-        return self._cache[sample_id]
-
     def __getitem__(self, index: int):
         sample_id, class_id = self.items[index % len(self.items)]
         rng = np.random.default_rng(stable_seed(self.seed, sample_id, class_id, index // len(self.items)))
-        image, gt = self.load(sample_id)
+        image, gt = self.pairs[sample_id]
         mask = gt == class_id
         coarse = DegradationFields.draw(rng, mask).apply(mask, float(rng.uniform(0.2, 1.5)), ("boundary", "morph", "blobs"))
         h, w = mask.shape

@@ -19,7 +19,7 @@ from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
 from g4seg.types import ClassProbs, Generated, Sample
 
-from .model import TINY, SharedSam, shared_sam
+from g4seg.models.sam import TINY, SharedSam, shared_sam
 from .prompts import MIN_AREA, Prompt, components, make_prompt, mask_prompt
 
 __all__ = ["SAMRefiner"]

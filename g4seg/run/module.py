@@ -1,8 +1,13 @@
-"""The LightningModule: strategies in, per-sample results out. Nothing is trained.
+"""The LightningModule: samples in, per-sample results out. Nothing is trained.
 
-A strategy is a named refiner chain with an optional injector. Injectors are named
-separately so that several strategies (G4Seg alone, G4Seg then DenseCRF, ...) share one
-generated image per (sample, class) instead of regenerating it.
+One predict step runs, on the module's device:
+  1. the coarse stage: a model producer (CLIP segmenter, ...) fills in the coarse masks
+     the dataset left empty, batched;
+  2. every injector some strategy names, once per batch (G4Seg alone and G4Seg then
+     DenseCRF share one generated image per (sample, class));
+  3. the refiner chains, identical prefixes once: `g4seg_emi`, `g4seg_emi+crf` and
+     `g4seg_emi+sam` run their common Correspondence step once per sample;
+  4. per-sample counts of every label source against the ground truth.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from .boundary import DEFAULT_DILATION_RATIO, GroundTruthBoundaries
-from .errors import ConfigError
-from .interfaces import Chain, Injector, Refiner
-from .metrics import DEFAULT_EDGES, StrategyMetrics, initial_ious, pixel_counts
-from .types import BASELINE, IGNORE_INDEX, AlreadyDone, Generated, Sample, SampleResult
+from ..errors import ConfigError
+from ..evaluation.boundary import DEFAULT_DILATION_RATIO, GroundTruthBoundaries
+from ..evaluation.counts import pixel_counts
+from ..evaluation.metrics import DEFAULT_EDGES, check_edges
+from ..interfaces import Chain, CoarseProducer, Injector, Refiner
+from ..types import BASELINE, IGNORE_INDEX, AlreadyDone, ClassProbs, Generated, Sample, SampleResult
 
 
 @dataclass
@@ -38,7 +44,7 @@ class StrategySpec:
 
 
 class G4SegModule(L.LightningModule):
-    """Runs every strategy on every sample and scores them against the coarse baseline.
+    """Runs every strategy on every sample.
 
     Args:
         strategies: the strategies to compare.
@@ -63,13 +69,12 @@ class G4SegModule(L.LightningModule):
         self._check_specs()
         self.chains = nn.ModuleDict({s.name: Chain(s.refiners) for s in self.specs})
         self.class_names = class_names
-        self.strata_edges = list(strata_edges)
+        self.strata_edges = check_edges(strata_edges)
         if not 0 < boundary_dilation < 1:
             raise ConfigError(f"model.boundary_dilation must be in (0, 1), got {boundary_dilation}")
         self.boundary_dilation = boundary_dilation
-        self.metrics: StrategyMetrics | None = None
-        if class_names is not None:
-            self.metrics = StrategyMetrics(self.strategy_names, len(class_names), self.strata_edges)
+        self.producer: CoarseProducer | None = None
+        self.steps = self._chain_steps()
 
     @property
     def strategy_names(self) -> list[str]:
@@ -92,21 +97,37 @@ class G4SegModule(L.LightningModule):
             if s.injector is None and any(r.needs_generated for r in s.refiners):
                 raise ConfigError(f"strategy {s.name!r} has a refiner that needs generated images but no injector")
 
+    def _chain_steps(self) -> dict[str, list[tuple]]:
+        """Per strategy, the key of each chain prefix: equal keys compute the same thing
+        (same refiner classes and settings in the same order, on the same injector's
+        images where a refiner of the prefix reads them)."""
+        steps = {}
+        for spec in self.specs:
+            keys, prefix, reads = [], (), False
+            for refiner in spec.refiners:
+                reads = reads or refiner.needs_generated
+                prefix = (*prefix, refiner.identity())
+                keys.append((spec.injector if reads else None, prefix))
+            steps[spec.name] = keys
+        return steps
+
     def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
         if self.class_names is None:
-            dm = getattr(self.trainer, "datamodule", None)
             if dm is None or not hasattr(dm, "class_names"):
                 raise ValueError("G4SegModule needs class_names, or a datamodule that has them")
             self.class_names = list(dm.class_names)
-        if self.metrics is None:
-            self.metrics = StrategyMetrics(self.strategy_names, len(self.class_names), self.strata_edges)
+        producer = getattr(dm, "coarse_producer", None)
+        if isinstance(producer, CoarseProducer):
+            self.producer = producer  # a submodule from here on: Lightning moves it with the module
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        """Records stay on the CPU; each strategy moves what it needs to its own device."""
+        """Records stay on the CPU; each stage moves what it needs to the module's device."""
         return batch
 
     def predict_step(self, batch: Sequence[Sample | AlreadyDone], batch_idx: int = 0) -> list[SampleResult]:
         samples = [s for s in batch if isinstance(s, Sample)]
+        self.produce_coarse(samples)
         scored = [s for s in samples if not bool((s.gt == IGNORE_INDEX).all())]
         generated, seconds = self.generate(scored)
         scored_ids = {s.id for s in scored}
@@ -115,9 +136,21 @@ class G4SegModule(L.LightningModule):
             if sample.id in scored_ids:
                 result = self.refine_sample(sample, generated, seconds)
             else:
-                result = SampleResult(sample.id, {}, {}, {}, unscored_reason="ground truth is all ignore (255)")
+                result = SampleResult(sample.id, {}, {}, unscored_reason="ground truth is all ignore (255)",
+                                      files=sample.files)  # fmt: skip
             results.append(result)
         return results
+
+    @torch.no_grad()
+    def produce_coarse(self, samples: list[Sample]) -> None:
+        """The coarse stage: model producers fill `coarse` where the dataset left it empty."""
+        todo = [s for s in samples if s.coarse is None]
+        if not todo:
+            return
+        if self.producer is None:
+            raise ConfigError(f"sample {todo[0].id} has no coarse mask and the datamodule names no coarse producer")
+        for sample, coarse in zip(todo, self.producer.produce(todo)):
+            sample.coarse = coarse
 
     @torch.no_grad()
     def generate(self, samples: list[Sample]) -> tuple[dict[str, dict[str, Generated]], dict[str, float]]:
@@ -134,6 +167,24 @@ class G4SegModule(L.LightningModule):
         return generated, seconds
 
     @torch.no_grad()
+    def run_strategies(self, sample: Sample, generated: dict[str, dict[str, Generated]]) -> tuple[dict[str, ClassProbs], dict[str, float]]:
+        """Every strategy's refined probabilities and refining time; each distinct chain
+        prefix computed once (its time counted for every strategy that uses it)."""
+        done: dict[tuple, tuple[ClassProbs, float]] = {}
+        out, seconds = {}, {}
+        for spec in self.specs:
+            gen = generated[spec.injector].get(sample.id) if spec.injector else None
+            probs, total = sample.coarse, 0.0
+            for refiner, key in zip(spec.refiners, self.steps[spec.name]):
+                if key not in done:
+                    start = time.perf_counter()
+                    done[key] = (refiner.refine(sample, probs, gen), time.perf_counter() - start)
+                probs, spent = done[key]
+                total += spent
+            out[spec.name], seconds[spec.name] = probs, total
+        return out, seconds
+
+    @torch.no_grad()
     def refine_sample(
         self, sample: Sample, generated: dict[str, dict[str, Generated]], injector_seconds: dict[str, float]
     ) -> SampleResult:
@@ -141,13 +192,11 @@ class G4SegModule(L.LightningModule):
         labels = {BASELINE: sample.coarse.labels()}
         boundaries = GroundTruthBoundaries(sample.gt.numpy(), self.boundary_dilation)
         counts = {BASELINE: pixel_counts(labels[BASELINE], sample.gt, n, boundaries)}
-        seconds: dict[str, float] = {}
         notes = {BASELINE: list(sample.coarse.notes)} if sample.coarse.notes else {}
+        refined_all, seconds = self.run_strategies(sample, generated)
         for spec in self.specs:
-            gen = generated[spec.injector].get(sample.id) if spec.injector else None
-            start = time.perf_counter()
-            refined = self.chains[spec.name].refine(sample, sample.coarse, gen)
-            seconds[spec.name] = time.perf_counter() - start + injector_seconds.get(spec.injector, 0.0)
+            refined = refined_all[spec.name]
+            seconds[spec.name] += injector_seconds.get(spec.injector, 0.0)
             if refined.size != sample.size:
                 raise RuntimeError(f"strategy {spec.name!r} returned {refined.size} for sample {sample.id} of {sample.size}")
             own = [n for n in refined.notes if n not in sample.coarse.notes]
@@ -159,12 +208,12 @@ class G4SegModule(L.LightningModule):
             id=sample.id,
             labels=labels,
             counts=counts,
-            initial_iou=initial_ious(counts[BASELINE]),
             generated={spec.injector: generated[spec.injector][sample.id] for spec in self.specs
-                       if spec.injector and sample.id in generated[spec.injector]},
+                       if spec.injector and sample.id in generated[spec.injector]},  # fmt: skip
             seconds=seconds,
             random_weights=[spec.name for spec in self.specs if self.uses_random_weights(spec)],
             notes=notes,
+            files=sample.files,
         )
 
     def uses_random_weights(self, spec: StrategySpec) -> bool:

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from g4seg.errors import ConfigError, ModelNotFoundError
-from g4seg.models.diffusion import looks_local
+from ..errors import ConfigError
+from . import hub
 
-SAM_HINT = (
-    "Download a SAM checkpoint on a machine with internet access, e.g.\n"
-    "  huggingface-cli download facebook/sam-vit-base --local-dir sam-vit-base\n"
-    "(also facebook/sam-vit-large, facebook/sam-vit-huge; HQ-SAM: syscv-community/sam-hq-vit-base ...;\n"
-    "SAM 2: facebook/sam2.1-hiera-large ...), copy the folder here and set `model:` to its path."
-)
+SAM_GET = ("hf download facebook/sam-vit-base --local-dir sam-vit-base (also sam-vit-large, sam-vit-huge; "
+           "HQ-SAM: syscv-community/sam-hq-vit-base; SAM 2: facebook/sam2.1-hiera-large)")
 CACHED_IMAGES = 4
 
 
@@ -32,28 +27,6 @@ KINDS = {"sam": ("SamModel", "SamProcessor", "SamImageProcessor"),
          "sam_hq": ("SamHQModel", "SamProcessor", "SamImageProcessor"),
          "sam2": ("Sam2Model", "Sam2Processor", "Sam2ImageProcessor")}  # fmt: skip
 TINY = {"tiny": "sam", "tiny-hq": "sam_hq", "tiny-sam2": "sam2"}
-
-
-def tiny_sam(kind: str = "sam", seed: int = 0):
-    """A random SAM / HQ-SAM / SAM 2 (~5 M parameters): a small image encoder (2-layer,
-    32-wide ViT; a 5-block Hiera for SAM 2) with the model's own prompt encoder and mask
-    decoder, 1024 input; built offline from its config."""
-    import transformers as tf
-
-    if kind == "sam2":
-        hiera = tf.Sam2HieraDetConfig(hidden_size=16, blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
-                                      num_attention_heads_per_stage=[1, 1, 1, 1], global_attention_blocks=[3])  # fmt: skip
-        vision = tf.Sam2VisionConfig(backbone_config=hiera.to_dict(), backbone_channel_list=[128, 64, 32, 16])
-        config = tf.Sam2Config(vision_config=vision.to_dict())
-    else:
-        hq = kind == "sam_hq"
-        vision = (tf.SamHQVisionConfig if hq else tf.SamVisionConfig)(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64, global_attn_indexes=[1])
-        extra = {"mask_decoder_config": tf.SamHQMaskDecoderConfig(vit_dim=32).to_dict()} if hq else {}
-        config = (tf.SamHQConfig if hq else tf.SamConfig)(vision_config=vision.to_dict(), **extra)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return getattr(tf, KINDS[kind][0])(config)
 
 
 def model_type(model: str) -> str:
@@ -72,19 +45,20 @@ def load_sam(model: str):
     import transformers as tf
 
     if model in TINY:
+        from .tiny import tiny_sam
+
         kind = TINY[model]
         return tiny_sam(kind), getattr(tf, KINDS[kind][1])(getattr(tf, KINDS[kind][2])()), kind
-    if looks_local(model) and not Path(model).expanduser().is_dir():
-        raise ModelNotFoundError(f"{model}: SAM model folder does not exist.\n{SAM_HINT}")
+    hub.require_local(model, "folder", "the SAM model", SAM_GET, "model")
     try:
         kind = model_type(model)
     except OSError as e:
-        raise ModelNotFoundError(f"cannot load SAM {model!r}: {str(e).splitlines()[0]}\n{SAM_HINT}") from None
+        raise hub.missing(model, f"cannot load SAM: {str(e).splitlines()[0]}", "a SAM checkpoint", SAM_GET, "model") from None
     model_cls, processor_cls, image_cls = (getattr(tf, n) for n in KINDS[kind])
     try:
         sam = model_cls.from_pretrained(model)
     except (OSError, ValueError) as e:
-        raise ModelNotFoundError(f"cannot load SAM {model!r}: {str(e).splitlines()[0]}\n{SAM_HINT}") from None
+        raise hub.missing(model, f"cannot load SAM: {str(e).splitlines()[0]}", "a SAM checkpoint", SAM_GET, "model") from None
     try:
         processor = processor_cls.from_pretrained(model)
     except (OSError, ValueError, TypeError):
@@ -146,11 +120,5 @@ class SharedSam:
         return value
 
 
-_LOADED: dict[str, SharedSam] = {}
-
-
 def shared_sam(model: str) -> SharedSam:
-    key = model if model in TINY else str(Path(model).expanduser().resolve()) if looks_local(model) else model
-    if key not in _LOADED:
-        _LOADED[key] = SharedSam(model)
-    return _LOADED[key]
+    return hub.shared("sam", (model,), lambda: SharedSam(model))

@@ -28,7 +28,7 @@ import math
 import cv2
 import numpy as np
 
-from .types import IGNORE_INDEX
+from ..types import IGNORE_INDEX
 
 DEFAULT_DILATION_RATIO = 0.02
 BA_STEPS = 5

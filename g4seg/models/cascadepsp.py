@@ -17,6 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from ..errors import ConfigError
+from . import hub
+
+CASCADEPSP_GET = ("the file 'model' of GitHub release v1.0 of hkchengrex/CascadePSP "
+                  "(MD5 7478d4a9c42ab52beb6d7e9683402fe0)")
+
 
 class Backbone(nn.Module):
     """ResNet-50 layout with CascadePSP's dilation: inside layer3 and layer4 only the blocks
@@ -148,3 +154,41 @@ def load_official(network: RefinementNetwork, path: str) -> None:
 def load_official_state(network: RefinementNetwork, state: dict) -> None:
     """The release's state dict, saved from nn.DataParallel ("module." prefixes), strictly."""
     network.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+
+
+def shared_network(weights: str, base: int = 64, layers: tuple[int, ...] = (3, 4, 6, 3)) -> RefinementNetwork:
+    """One network per checkpoint in a process (CascadePSP alone and chained after G4Seg share it)."""
+
+    def load() -> RefinementNetwork:
+        if weights == "tiny":
+            from .tiny import tiny_cascadepsp
+
+            return tiny_cascadepsp().eval().requires_grad_(False)
+        hub.require_local(weights, "file", "the CascadePSP checkpoint", CASCADEPSP_GET, "weights")
+        net = RefinementNetwork(base, layers)
+        load_checkpoint(net, str(weights))
+        return net.eval().requires_grad_(False)
+
+    return hub.shared("cascadepsp", (weights,), load, *(() if weights == "tiny" else (base, tuple(layers))))
+
+
+def load_checkpoint(net: RefinementNetwork, path: str) -> None:
+    """Official file, or a training checkpoint of scripts/train_cascadepsp.py ("net." keys)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # a user file: tensors and plain data only
+    except Exception as e:  # noqa: BLE001 - unpickling raises many types
+        raise hub.missing(path, f"not a readable CascadePSP checkpoint ({type(e).__name__})", "the official checkpoint", CASCADEPSP_GET, "weights") from None
+    try:
+        if isinstance(state, dict) and "state_dict" in state:
+            state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
+            net.load_state_dict(state, strict=True)
+        elif isinstance(state, dict):
+            load_official_state(net, state)
+        else:
+            raise RuntimeError(f"holds a {type(state).__name__}, not a state dict")
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(
+            f"{path}: does not fit a CascadePSP network of base {net.base}, layers {list(net.layers)} ({first}); "
+            "set base/layers to the checkpoint's (official: 64, [3, 4, 6, 3]; tiny: 8, [1, 1, 1, 1])"
+        ) from None

@@ -18,11 +18,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
-from .metrics import image_miou, stratum_of
-from .records import atomic_write_bytes, safe_name
-from .types import BASELINE, IGNORE_INDEX, SampleResult
-from .writer import PALETTE
+from ..errors import DataError
+from ..evaluation.metrics import class_iou, instance_ious, stratum_of
+from ..files import atomic_write_bytes, safe_name
+from ..images import read_image
+from ..types import BASELINE, IGNORE_INDEX, SampleResult, SourceCounts
+from .palette import PALETTE
 
 THUMB_SIDE = 128
 REPORT_DIR = "report"
@@ -47,14 +48,20 @@ def section_classes(result: SampleResult, edges: Sequence[float], stratum: str) 
     if stratum == ALL:
         return sorted(result.counts[BASELINE].union)
     index = stratum_names(edges).index(stratum) - 1
-    return sorted(c for c, iou in result.initial_iou.items() if stratum_of(iou, edges) == index)
+    return sorted(c for c, iou in instance_ious(result.counts[BASELINE]).items() if stratum_of(iou, edges) == index)
+
+
+def image_miou(counts: SourceCounts, classes: Sequence[int]) -> float | None:
+    """Mean IoU (percent) of one image over those of `classes` that occur in it."""
+    ious = [iou for c in classes if (iou := class_iou(counts, c)) is not None]
+    return sum(ious) / len(ious) if ious else None
 
 
 def sample_gain(result: SampleResult, strategy: str, classes: Sequence[int]) -> float | None:
     base, ref = image_miou(result.counts[BASELINE], classes), image_miou(result.counts[strategy], classes)
     if base is None:
         return None
-    return 100.0 * ((ref or 0.0) - base)
+    return (ref or 0.0) - base
 
 
 def select(results: Sequence[SampleResult], strategy: str, edges: Sequence[float], stratum: str, n: int) -> tuple[list[Shown], list[Shown]]:
@@ -116,21 +123,24 @@ def read_labels(path: Path) -> np.ndarray | None:
 
 
 class Thumbnails:
-    """Writes (once) and names the thumbnails of the shown samples, relative to OUTDIR."""
+    """Writes (once) and names the thumbnails of the shown samples, relative to OUTDIR. The
+    image and ground truth are the files the run read (stored in each record)."""
 
-    def __init__(self, out_dir: Path, image_dir: Path | None, gt_dir: Path | None) -> None:
-        self.out_dir, self.image_dir, self.gt_dir = Path(out_dir), image_dir, gt_dir
+    def __init__(self, out_dir: Path, results: dict[str, SampleResult]) -> None:
+        self.out_dir, self.results = Path(out_dir), results
         self._last: tuple[str, np.ndarray | None] | None = None  # a row draws one sample's thumbnails in turn
         self.missing_images: set[str] = set()
 
-    def image(self, sample_id: str) -> np.ndarray | None:
-        from datamodules.folder import find_image  # the dataset's own lookup (suffixes, case)
+    def input_file(self, sample_id: str, kind: str) -> Path | None:
+        path = self.results[sample_id].files.get(kind) if sample_id in self.results else None
+        return Path(path) if path else None
 
+    def image(self, sample_id: str) -> np.ndarray | None:
         if self._last is None or self._last[0] != sample_id:
-            found = None
-            if self.image_dir is not None:
+            found, path = None, self.input_file(sample_id, "image")
+            if path is not None:
                 try:
-                    found = read_rgb(find_image(self.image_dir, sample_id))
+                    found = read_image(path)
                 except DataError:
                     pass
             if found is None:
@@ -152,7 +162,8 @@ class Thumbnails:
         if source == "image":
             labels = None
         elif source == "gt":
-            labels = read_labels(self.gt_dir / f"{sample_id}.png") if self.gt_dir is not None else None
+            gt = self.input_file(sample_id, "gt")
+            labels = read_labels(gt) if gt is not None else None
         else:
             labels = read_labels(self.out_dir / "masks" / source / f"{safe_name(sample_id)}.png")
         if labels is None and (source != "image" or image is None):

@@ -8,8 +8,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .metrics import SHOWN, TITLES, metric_keys
-from .records import atomic_write_bytes
+from ..evaluation.metrics import SHOWN, TITLES, metric_keys
+from ..files import atomic_write_bytes
 
 
 def _pyplot():

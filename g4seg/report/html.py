@@ -14,11 +14,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..evaluation.metrics import SHOWN, TITLES, class_iou, instance_ious, metric_keys
+from ..files import atomic_write_bytes
+from ..types import BASELINE, SampleResult
 from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
-from .metrics import SHOWN, TITLES, metric_keys
 from .plots import plot_instances, plot_per_class
-from .records import atomic_write_bytes
-from .types import BASELINE, SampleResult
 
 PAGE = "report.html"
 STYLE = """
@@ -126,20 +126,17 @@ def instance_points(results: Sequence[SampleResult], strategies: Sequence[str]) 
     for r in results:
         if r.unscored_reason is not None:
             continue
-        for c, iou in r.initial_iou.items():
+        for c, iou in instance_ious(r.counts[BASELINE]).items():
             for name in strategies:
-                points[name].append((iou, 100.0 * (r.counts[name].iou(c) or 0.0) - iou))
+                points[name].append((iou, (class_iou(r.counts[name], c) or 0.0) - iou))
     return points
 
 
 class Gallery:
     def __init__(self, out_dir: Path, results: Sequence[SampleResult], config: dict, strategies: Sequence[str],
                  class_names: Sequence[str], edges: Sequence[float], size: int) -> None:  # fmt: skip
-        data = (config.get("data") or {}).get("init_args") or {}
-        root = Path(data["root"]) if data.get("root") else None
-        self.thumbs = Thumbnails(out_dir, root / data.get("image_dir", "JPEGImages") if root else None,
-                                 root / data.get("gt_dir", "SegmentationClass") if root else None)  # fmt: skip
         self.results = {r.id: r for r in results}
+        self.thumbs = Thumbnails(out_dir, self.results)
         self.strategies, self.class_names, self.edges, self.size = list(strategies), class_names, list(edges), size
         spec_of = {s["name"]: s for s in (config.get("model") or {}).get("strategies") or []}
         self.injector = {name: spec_of.get(name, {}).get("injector") for name in strategies}
@@ -152,7 +149,7 @@ class Gallery:
         r = self.results[sample_id]
         lines = []
         for c in sorted(r.counts[BASELINE].union):
-            before, after = 100.0 * r.counts[BASELINE].iou(c), 100.0 * (r.counts[source].iou(c) or 0.0)
+            before, after = class_iou(r.counts[BASELINE], c), class_iou(r.counts[source], c) or 0.0
             cls = "pos" if after > before else "neg" if after < before else ""
             lines.append(f'<div class="{cls}">{esc(self.class_names[c])}: {before:.1f}&rarr;{after:.1f}</div>')
         return f'<div class="ious">{"".join(lines)}</div>'

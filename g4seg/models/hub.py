@@ -1,0 +1,66 @@
+"""One hub for every model the harness loads: one copy per checkpoint in a process, found
+by one key rule, and one way of saying what to download when a model is missing.
+
+Injectors, refiners and coarse producers that name the same checkpoint (a timestep sweep,
+G4Seg alone and chained, a CLIP segmenter and the G4Seg refiner on the same CLIP) share
+its modules instead of each holding several GB. Nothing trains them, so sharing is safe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import ModelNotFoundError
+
+T = TypeVar("T")
+_LOADED: dict[tuple, object] = {}
+
+
+def looks_local(source: str) -> bool:
+    """Paths are told from hub ids ("org/name") by their start, so a typo fails fast offline."""
+    return source.startswith(("/", ".", "~")) or os.sep + os.sep in source or Path(source).exists()
+
+
+def source_key(source: str | None) -> str | None:
+    """The key rule: a local path by its resolved location, size and modification time (a
+    rewritten checkpoint is a new one); tiny names and hub ids as written."""
+    if source is None or not looks_local(str(source)):
+        return source
+    path = Path(source).expanduser().resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path)
+    return f"{path}@{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def shared(kind: str, sources: tuple[str | None, ...], load: Callable[[], T], *settings) -> T:
+    """The one loaded copy of `kind` from `sources` (+ settings that change the modules)."""
+    key = (kind, *(source_key(s) for s in sources), *settings)
+    if key not in _LOADED:
+        _LOADED[key] = load()
+    return _LOADED[key]  # type: ignore[return-value]
+
+
+def hub_command(repo: str) -> str:
+    return f"hf download {repo} --local-dir {Path(repo).name}"
+
+
+def missing(where: str, problem: str, what: str, get: str, key: str) -> ModelNotFoundError:
+    """The one download hint: where, what is wrong, the command to run elsewhere, the key to set."""
+    return ModelNotFoundError(
+        f"{where}: {problem}.\n"
+        f"Download {what} on a machine with internet access:\n  {get}\n"
+        f"copy it here and set `{key}:` to its path."
+    )
+
+
+def require_local(source: str | None, kind: str, what: str, get: str, key: str) -> None:
+    """A path that does not exist fails here, before any loading library is asked."""
+    if source and looks_local(source):
+        path = Path(source).expanduser()
+        if not (path.is_dir() if kind == "folder" else path.is_file()):
+            raise missing(source, f"{what} {kind} does not exist", what, get, key)

@@ -1,0 +1,122 @@
+"""Every random test model in one place: small models built from configs, seeded, the same
+in every process, a few MB each. Tests and the offline demo run the real code paths on
+them; the loaders hand them out under the names "tiny", "tiny-v", "tiny-sdxl", ... .
+
+The only tuning for tests lives here (sharper attention in the tiny UNet, random
+ControlNet output convolutions): the production loaders never touch real weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .diffusion import DiffusionModels, clip_tokenizer
+
+ATTENTION_SHARPNESS = 3.0
+
+
+def tiny_diffusion(
+    seed: int = 0, controlnet: bool = False, sdxl: bool = False, lcm: bool = False, v_prediction: bool = False
+) -> DiffusionModels:
+    """SD-shaped models with random weights: VAE with 8x downsampling, a two-level UNet with
+    cross-attention at both levels, a 2-layer CLIP text encoder, optionally a ControlNet."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 32, 32), sample_size=128,
+        )  # fmt: skip
+        text_cfg = dict(
+            vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
+            max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+        )  # fmt: skip
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+        unet_kwargs = dict(
+            sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+        )  # fmt: skip
+        text_encoder_2 = None
+        if sdxl:
+            text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg, projection_dim=32))
+            unet_kwargs.update(
+                cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
+                projection_class_embeddings_input_dim=32 + 6 * 8,
+            )  # fmt: skip
+        if lcm:  # LCM-distilled UNets take the guidance scale as an extra time embedding
+            unet_kwargs["time_cond_proj_dim"] = 32
+        unet = UNet2DConditionModel(**unet_kwargs)
+        # Trained SD attention is peaked (score spreads of ~10 logits per query row); the
+        # default init gives ~0.5, under which a modulation relative to each row's range
+        # (DenseDiffusion's) is invisible. Sharper queries/keys make the tiny model a fair test.
+        for name, module in unet.named_modules():
+            if name.endswith(("attn1", "attn2")):
+                module.to_q.weight.data.mul_(ATTENTION_SHARPNESS)
+                module.to_k.weight.data.mul_(ATTENTION_SHARPNESS)
+        cn = None
+        if controlnet:
+            cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+            # ControlNet's output convs start at zero (no effect until trained); random ones
+            # make the conditioning path observable in tests and the demo.
+            for module in [*cn.controlnet_down_blocks, cn.controlnet_mid_block]:
+                nn.init.normal_(module.weight, std=0.02)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        prediction_type="v_prediction" if v_prediction else "epsilon", clip_sample=False,
+    )  # fmt: skip
+    tok = clip_tokenizer()
+    return DiffusionModels(
+        vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tok, scheduler=scheduler, controlnet=cn,
+        text_encoder_2=text_encoder_2, tokenizer_2=tok if sdxl else None, random_weights=True,
+        default_resolution=128, name="tiny-sdxl" if sdxl else "tiny-lcm" if lcm else "tiny-v" if v_prediction else "tiny",
+    )  # fmt: skip
+
+
+def tiny_clip(seed: int = 0) -> nn.Module:
+    """A whole open_clip CLIP (vision and text towers) with random weights, a few MB."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vision = CLIPVisionCfg(layers=2, width=32, head_width=8, mlp_ratio=2.0, patch_size=8, image_size=64)
+        text = CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=4, layers=2)
+        return CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text).eval()
+
+
+SAM_CLASSES = {"sam": "SamModel", "sam_hq": "SamHQModel", "sam2": "Sam2Model"}
+
+
+def tiny_sam(kind: str = "sam", seed: int = 0):
+    """A random SAM / HQ-SAM / SAM 2 (~5 M parameters): a small image encoder (2-layer,
+    32-wide ViT; a 5-block Hiera for SAM 2) with the model's own prompt encoder and mask
+    decoder, 1024 input; built offline from its config."""
+    import transformers as tf
+
+    if kind == "sam2":
+        hiera = tf.Sam2HieraDetConfig(hidden_size=16, blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                                      num_attention_heads_per_stage=[1, 1, 1, 1], global_attention_blocks=[3])  # fmt: skip
+        vision = tf.Sam2VisionConfig(backbone_config=hiera.to_dict(), backbone_channel_list=[128, 64, 32, 16])
+        config = tf.Sam2Config(vision_config=vision.to_dict())
+    else:
+        hq = kind == "sam_hq"
+        vision = (tf.SamHQVisionConfig if hq else tf.SamVisionConfig)(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64, global_attn_indexes=[1])
+        extra = {"mask_decoder_config": tf.SamHQMaskDecoderConfig(vit_dim=32).to_dict()} if hq else {}
+        config = (tf.SamHQConfig if hq else tf.SamConfig)(vision_config=vision.to_dict(), **extra)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return getattr(tf, SAM_CLASSES[kind])(config)
+
+
+def tiny_cascadepsp(seed: int = 0) -> nn.Module:
+    from .cascadepsp import RefinementNetwork
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return RefinementNetwork(base=8, layers=(1, 1, 1, 1))

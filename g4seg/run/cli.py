@@ -1,0 +1,163 @@
+"""`g4seg predict --config FILE [--key value ...]` and `g4seg report OUTDIR`.
+
+`predict` is LightningCLI (YAML config, `--print_config`, dotted overrides); the writer and
+the scoring callback are part of every run rather than optional callbacks because results
+on disk are the product. Before any process starts, the run folder is claimed (checked
+against this configuration, locked) so that a user mistake stops the run with one line.
+`report` rebuilds the tables and plot from the per-sample records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from ..errors import USER_ERRORS, ConfigError
+from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ..evaluation.metrics import SHOWN
+from .folder import RunFolder
+from .module import G4SegModule
+from .scoring import Scoring
+from .writer import ResultWriter
+
+
+class G4SegCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"predict": {"model", "dataloaders", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--output_dir", type=str, default="outputs/run", help="run folder; a rerun resumes")
+        parser.add_argument("--save_generated", type=bool, default=False, help="write the generated images")
+        parser.add_argument("--fresh", type=bool, default=False,
+                            help="if output_dir holds another run, move it to OUTDIR.old-N and start again")  # fmt: skip
+        parser.add_argument("--scoring.metrics", type=list[str], default=list(SHOWN),
+                            help="table/plot metrics: miou boundary_iou mba miou_image")  # fmt: skip
+        parser.add_argument("--scoring.bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (0: none)")
+        parser.add_argument("--scoring.seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
+        parser.add_argument("--scoring.gallery", type=int, default=12, help="best/worst samples per section in report.html")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.set_defaults({"trainer.logger": False, "trainer.enable_checkpointing": False})
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> object:
+        """The run's owner and the two callbacks that write and score it belong to every run."""
+        get = lambda key: self._get(self.config_init, key)  # noqa: E731
+        self.folder = RunFolder(get("output_dir"), get("fresh"))
+        scoring = get("scoring")
+        scoring = dict(scoring) if not hasattr(scoring, "as_dict") else scoring.as_dict()
+        extra = [self.folder, ResultWriter(self.folder, save_generated=get("save_generated")), Scoring(self.folder, **scoring)]
+        return super()._instantiate_trainer(config, [*callbacks, *extra])
+
+    def before_predict(self) -> None:
+        """Checks that need no model output, before any work and before DDP processes start:
+        the dataset's ids, enough samples for every process, and the run folder (its
+        fingerprint and lock). The resolved config (every default filled in) goes into run.json."""
+        config = json.loads(self._parser("predict").dump(self.config["predict"], format="json", skip_none=False))
+        ids = self.datamodule.ids
+        world = self.trainer.world_size
+        if world > len(ids):
+            raise ConfigError(
+                f"{world} processes need at least {world} samples, the dataset has {len(ids)}; "
+                f"use --trainer.devices {len(ids)} (or fewer)"
+            )
+        self.folder.claim(config, list(ids), self.model.strategy_names, list(self.datamodule.class_names),
+                          list(self.model.strata_edges), main=self.trainer.global_rank == 0)  # fmt: skip
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("return_predictions") is None:
+            kwargs["return_predictions"] = False  # results go to disk; keeping them would grow memory
+        return kwargs
+
+
+def report_main(argv: list[str]) -> None:
+    from ..report.write import ReportSettings, check_shown
+    from .scoring import score
+
+    parser = argparse.ArgumentParser(prog="g4seg report", description="rebuild tables and plot from records")
+    parser.add_argument("output_dir")
+    parser.add_argument("--edges", type=float, nargs="+", help="strata edges in percent, e.g. 0 40 80 100")
+    parser.add_argument("--metrics", nargs="+", help="table columns: miou boundary_iou mba miou_image (default: the run's)")
+    parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the CIs (default: the run's; 0 = none)")
+    parser.add_argument("--seed", type=int, help="bootstrap seed (default: the run's)")
+    parser.add_argument("--gallery", type=int, help="best/worst samples per strategy and stratum in report.html")
+    args = parser.parse_args(argv)
+    folder = RunFolder.open(args.output_dir)
+    run = ((folder.manifest or {}).get("config") or {}).get("scoring") or {}
+    pick = lambda given, key, default: default if given is None and key not in run else run[key] if given is None else given  # noqa: E731
+    settings = ReportSettings(check_shown(args.metrics or run.get("metrics") or SHOWN),
+                              pick(args.bootstrap, "bootstrap", DEFAULT_RESAMPLES), pick(args.seed, "seed", DEFAULT_SEED),
+                              pick(args.gallery, "gallery", 12))  # fmt: skip
+    _, table = score(folder, settings, args.edges)
+    print(table)
+    print(f"report: {(Path(args.output_dir) / 'report.html').resolve()}")
+
+
+def causes(exc: BaseException | None):
+    """`exc` and the exceptions it was raised from or while handling, once each."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        yield exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+
+
+def user_error(exc: BaseException | None) -> BaseException | None:
+    """The user-fixable error behind `exc`, also when a library wrapped or chained it."""
+    return next((e for e in causes(exc) if isinstance(e, USER_ERRORS)), None)
+
+
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+
+
+def peer_failed(exc: BaseException | None) -> bool:
+    """A collective broke because another process of a DDP run stopped (it printed why)."""
+    return any(isinstance(e, RuntimeError) and any(p in str(e) for p in PEER_GONE) for e in causes(exc))
+
+
+def one_line(exc: BaseException) -> str:
+    """The message alone; a DataLoader worker re-raises with its traceback in the message."""
+    text = str(exc).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(("g4seg.", "datamodules.", "strategies.")) else last
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+    try:
+        if args and args[0] == "report":
+            return report_main(args[1:])
+        G4SegCLI(
+            G4SegModule,
+            subclass_mode_data=True,
+            save_config_callback=None,
+            args=argv,  # None: LightningCLI reads sys.argv itself
+            seed_everything_default=0,
+        )
+    except BaseException as e:  # noqa: BLE001 - the user error may be wrapped by jsonargparse/Lightning
+        if isinstance(e, SystemExit):
+            raise
+        found = user_error(e)
+        rank = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
+        if found is None and peer_failed(e):
+            print(f"g4seg: process {rank} stopped: another process of this DDP run failed (its error is above)",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(2)
+        if found is None:
+            raise
+        prefix = "g4seg: error: " if rank == "0" else f"g4seg: error (process {rank}): "
+        print(prefix + one_line(found), file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
