@@ -37,6 +37,8 @@ from g4seg.interfaces import CoarseProducer
 from g4seg.models.clip import CLIP_MEAN, CLIP_STD, shared_clip, vit_tokens
 from g4seg.types import IGNORE_INDEX, ClassProbs, Sample
 
+from .coarse import CoarseSource
+
 NAMES = Path(__file__).parent / "names"
 LABEL_SETS = ("image", "all")
 
@@ -72,7 +74,7 @@ def sliding_windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, i
     return out
 
 
-class CLIPSegmenter(CoarseProducer):
+class CLIPSegmenter(CoarseProducer, CoarseSource):
     """Base of MaskCLIP / SCLIP / ClearCLIP; subclasses define `last_block`. A coarse
     producer: the module runs it on its own device (`produce`), not the DataLoader.
 

@@ -91,7 +91,7 @@ class VOCFolderDataModule(L.LightningDataModule):
         self,
         root: str,
         classes: str | list[str] = "voc",
-        coarse: CoarseSource | CoarseProducer | None = None,
+        coarse: CoarseSource | None = None,
         split: str | None = None,
         image_dir: str = "JPEGImages",
         gt_dir: str = "SegmentationClass",

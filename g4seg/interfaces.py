@@ -78,6 +78,7 @@ class Refiner(Configured, ABC):
 
     needs_generated: bool = False
     random_weights: bool = False
+    changes_nothing: bool = False  # the control (Identity): its unchanged output is not worth a note
 
     @abstractmethod
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs: ...

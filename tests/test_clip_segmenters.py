@@ -71,9 +71,9 @@ def test_sliding_windows_cover_odd_images_and_one_window_equals_no_sliding():
 def test_probabilities_and_label_sets(demo_root, labels):
     dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(labels=labels, names="voc21_sclip.txt"), limit=3)
     dm.setup()
-    for i in range(3):
-        s = dm.dataset[i]
-        p = s.coarse
+    samples = [dm.dataset[i] for i in range(3)]
+    assert all(s.coarse is None for s in samples), "a model producer does not run in the dataset"
+    for s, p in zip(samples, dm.coarse_producer.produce(samples)):
         assert float(p.probs.min()) >= 0 and float(p.probs.max()) <= 1
         torch.testing.assert_close(p.probs.sum(0), torch.ones(s.size), rtol=0, atol=1e-5)
         assert int(p.class_ids[0]) == 0
@@ -87,19 +87,19 @@ def test_bad_class_name_files(tmp_path, demo_root):
     dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(names="nope.txt"), limit=1)
     dm.setup()
     with pytest.raises(ValueError, match="nope.txt: class-name file not found"):
-        dm.dataset[0]
+        dm.coarse.produce([dm.dataset[0]])
     short = tmp_path / "short.txt"
     short.write_text("background\naeroplane\n")
     dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(names=str(short)), limit=1)
     dm.setup()
     with pytest.raises(ValueError, match="2 lines for a dataset of 21 classes"):
-        dm.dataset[0]
+        dm.coarse.produce([dm.dataset[0]])
     blank = tmp_path / "blank.txt"
     blank.write_text("\n".join(["background", ""] + ["x"] * 19) + "\n")
     dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(names=str(blank)), limit=1)
     dm.setup()
     with pytest.raises(ValueError, match="line 2 has no class name"):
-        dm.dataset[0]
+        dm.coarse.produce([dm.dataset[0]])
 
 
 def test_sclip_coarse_masks_through_predict_on_one_and_two_processes(tmp_path):
@@ -135,13 +135,35 @@ def test_sclip_coarse_masks_through_predict_on_one_and_two_processes(tmp_path):
     assert one["strategies"]["identity"]["gain"] == 0
 
 
+def test_producer_runs_in_the_module_on_its_device_not_in_dataloader_workers(demo_root, monkeypatch):
+    """With a worker process loading the data, SCLIP still runs in this process, batched,
+    as a submodule of the LightningModule (so Lightning moves it with the module)."""
+    import os
+
+    import lightning as L
+
+    from datamodules.clip_segmenters import CLIPSegmenter
+    from g4seg.run.module import G4SegModule, StrategySpec
+    from strategies.refiners import Identity
+
+    calls = []
+    real = CLIPSegmenter.produce
+    monkeypatch.setattr(CLIPSegmenter, "produce", lambda self, s: calls.append((os.getpid(), len(s))) or real(self, s))
+    dm = VOCFolderDataModule(str(demo_root), coarse=SCLIP(names="voc21_sclip.txt"), limit=4, batch_size=2, num_workers=1)
+    module = G4SegModule([StrategySpec("identity", [Identity()])])
+    results = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).predict(module, dm)
+    assert calls == [(os.getpid(), 2), (os.getpid(), 2)]
+    assert module.producer is dm.coarse and any(m is dm.coarse for m in module.modules())
+    assert all(r.counts for batch in results for r in batch)
+
+
 def test_missing_clip_weights_are_one_error_before_any_work(tmp_path):
     from conftest import error_line
 
     code, _, err = cli("predict", "--config", "configs/paper/tiny/table1_tsss.yaml", "--output_dir", str(tmp_path / "o"),
                        "--data.init_args.coarse.init_args.clip", "ViT-B-16",
                        "--data.init_args.coarse.init_args.pretrained", "/nonexistent/ViT-B-16.bin")  # fmt: skip
-    assert error_line(code, err) == "g4seg: error: /nonexistent/ViT-B-16.bin: open_clip checkpoint file does not exist."
+    assert error_line(code, err) == "g4seg: error: /nonexistent/ViT-B-16.bin: the open_clip checkpoint file does not exist."
     assert "open_clip.create_model('ViT-B-16', pretrained='openai'" in err
     assert not (tmp_path / "o").exists()
 
@@ -155,7 +177,7 @@ def test_clip_weights_of_another_architecture_are_one_error(tmp_path):
                        "--data.init_args.coarse.init_args.clip", "ViT-B-16",
                        "--data.init_args.coarse.init_args.pretrained", str(tmp_path / "tiny.pt"))  # fmt: skip
     line = error_line(code, err)
-    assert line.startswith(f"g4seg: error: cannot load open_clip ViT-B-16 with pretrained='{tmp_path / 'tiny.pt'}' "
+    assert line.startswith(f"g4seg: error: {tmp_path / 'tiny.pt'}: cannot load as open_clip ViT-B-16 "
                            "(weights of another architecture?)")  # fmt: skip
     assert not (tmp_path / "o").exists()
 

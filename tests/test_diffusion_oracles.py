@@ -152,14 +152,14 @@ def test_emi_bias_is_alpha_times_mask_exactly(samples, cross, monkeypatch):
     captured = []
     real_sdpa = F.scaled_dot_product_attention
     monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention",
-                        lambda q, k, v, attn_mask=None: captured.append(attn_mask) or real_sdpa(q, k, v, attn_mask=attn_mask))  # fmt: skip
+                        lambda q, k, v, attn_mask=None, **kw: captured.append(attn_mask) or real_sdpa(q, k, v, attn_mask=attn_mask, **kw))  # fmt: skip
     EMIProcessor("x", LayoutMasks(jobs, torch.device("cpu")), inj)(attn, hidden, encoder_hidden_states=context)
     [bias] = captured
     side = int(math.isqrt(n))
     m = F.interpolate(jobs.masks[:, None], size=(side, side), mode="nearest").flatten(1)  # [J, N]
     other = jobs.token_masks.float() if cross else m
     want = 7.0 * attn.scale * m[:, :, None] * other[:, None, :]
-    assert torch.equal(bias[:, 0], want)
+    assert all(torch.equal(bias[:, h], want) for h in range(attn.heads))  # diffusers repeats it per head
     assert bias.abs().sum() > 0 and (bias == 0).any()
 
 

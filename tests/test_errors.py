@@ -64,13 +64,13 @@ def test_missing_diffusion_model_is_one_error_with_a_download_hint(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text((ROOT / "configs" / "demo.yaml").read_text().replace("model: tiny, timestep", "model: /nonexistent/sd21, timestep"))
     code, _, err = cli("predict", "--config", str(config), "--output_dir", str(tmp_path / "o"))
-    assert the_line(code, err) == "g4seg: error: /nonexistent/sd21: model folder does not exist."
+    assert the_line(code, err) == "g4seg: error: /nonexistent/sd21: the diffusion model folder does not exist."
     assert "hf download stabilityai/stable-diffusion-2-1-base" in err
 
 
 @pytest.mark.parametrize("content,expected", [
     ("{not json", "corrupt record"),
-    ("{}", "not a complete record (needs id, counts, initial_iou)"),
+    ("{}", "not a complete record (needs id, counts)"),
     (json.dumps({"id": "other", "counts": {}, "initial_iou": {}}), "holds sample 'other'"),
 ])
 def test_broken_records(finished, tmp_path, content, expected):
@@ -86,7 +86,7 @@ def test_report_on_a_folder_that_is_not_a_run(tmp_path):
 
 
 def test_report_with_bad_edges(finished):
-    assert "--edges: strata edges" in the_line(*cli("report", str(finished), "--edges", "50", "10")[::2])
+    assert "strata edges (--edges) must be increasing" in the_line(*cli("report", str(finished), "--edges", "50", "10")[::2])
 
 
 def write_probs(folder, sample_id, **arrays):

@@ -51,6 +51,17 @@ def test_same_configuration_resumes_and_other_settings_may_change(done_run):
     assert read_metrics(done_run) == metrics
 
 
+def test_a_folder_of_an_older_g4seg_is_refused_for_resume_in_one_line(tmp_path, done_run):
+    out = tmp_path / "run"
+    shutil.copytree(done_run, out)
+    manifest = json.loads((out / "run.json").read_text())
+    manifest["fingerprint"]["version"] = 2
+    (out / "run.json").write_text(json.dumps(manifest))
+    line = error_line(*cli(*BASE, "--output_dir", str(out))[::2])
+    assert line == (f"g4seg: error: {out} holds a run written by an older g4seg (run folder version 2, now 3); its "
+                    "records cannot be resumed: use another --output_dir, or --fresh true to move it aside")
+
+
 def test_fresh_moves_the_old_run_aside(tmp_path, done_run):
     out = tmp_path / "run"
     shutil.copytree(done_run, out)

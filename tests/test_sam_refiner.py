@@ -172,7 +172,7 @@ def test_real_vit_b_configuration_loads_from_a_local_folder(tmp_path):
 
 
 def test_missing_sam_folder_names_the_download():
-    with pytest.raises(ModelNotFoundError, match=r"/nonexistent/sam-vit-huge: SAM model folder does not exist"):
+    with pytest.raises(ModelNotFoundError, match=r"/nonexistent/sam-vit-huge: the SAM model folder does not exist"):
         shared_sam("/nonexistent/sam-vit-huge")
 
 

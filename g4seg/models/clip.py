@@ -47,8 +47,8 @@ def load_clip(model: str, pretrained: str | None) -> nn.Module:
         clip = open_clip.create_model(model, pretrained=pretrained)
     except (RuntimeError, AssertionError, KeyError, ValueError) as e:  # open_clip asserts on shape mismatches
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise hub.missing(f"open_clip {model} with pretrained={pretrained!r}",
-                          f"cannot load (weights of another architecture?): {first}", "the weights", get, "pretrained") from None  # fmt: skip
+        raise hub.missing(str(pretrained), f"cannot load as open_clip {model} (weights of another architecture?): {first}",
+                          "the weights", get, "pretrained") from None  # fmt: skip
     return clip
 
 

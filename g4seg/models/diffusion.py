@@ -83,8 +83,8 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
 
         return tiny_diffusion(controlnet=controlnet == "tiny", sdxl=source == "tiny-sdxl", lcm=source == "tiny-lcm",
                               v_prediction=source == "tiny-v")  # fmt: skip
-    hub.require_local(source, "folder", "the diffusion model", hub.hub_command(SD_REPO), config_key)
-    hub.require_local(controlnet, "folder", "the ControlNet", hub.hub_command(CONTROLNET_REPO), "controlnet")
+    hub.require_all([(source, "folder", "the diffusion model", hub.hub_command(SD_REPO), config_key),
+                     (controlnet, "folder", "the ControlNet", hub.hub_command(CONTROLNET_REPO), "controlnet")])  # fmt: skip
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 

@@ -60,7 +60,16 @@ def missing(where: str, problem: str, what: str, get: str, key: str) -> ModelNot
 
 def require_local(source: str | None, kind: str, what: str, get: str, key: str) -> None:
     """A path that does not exist fails here, before any loading library is asked."""
-    if source and looks_local(source):
-        path = Path(source).expanduser()
-        if not (path.is_dir() if kind == "folder" else path.is_file()):
-            raise missing(source, f"{what} {kind} does not exist", what, get, key)
+    require_all([(source, kind, what, get, key)])
+
+
+def require_all(wanted: list[tuple[str | None, str, str, str, str]]) -> None:
+    """Every missing path of (source, "file" | "folder", what, get, key) in one error."""
+    errors = []
+    for source, kind, what, get, key in wanted:
+        if source and looks_local(source):
+            path = Path(source).expanduser()
+            if not (path.is_dir() if kind == "folder" else path.is_file()):
+                errors.append(str(missing(source, f"{what} {kind} does not exist", what, get, key)))
+    if errors:
+        raise ModelNotFoundError("\n".join(errors))

@@ -28,6 +28,9 @@ from ..interfaces import Chain, CoarseProducer, Injector, Refiner
 from ..types import BASELINE, IGNORE_INDEX, AlreadyDone, ClassProbs, Generated, Sample, SampleResult
 
 
+UNCHANGED = "changed no label"
+
+
 @dataclass
 class StrategySpec:
     """One row of the comparison: `refiners` run in order on the output of `injector`.
@@ -200,9 +203,11 @@ class G4SegModule(L.LightningModule):
             if refined.size != sample.size:
                 raise RuntimeError(f"strategy {spec.name!r} returned {refined.size} for sample {sample.id} of {sample.size}")
             own = [n for n in refined.notes if n not in sample.coarse.notes]
+            labels[spec.name] = refined.labels()
+            if torch.equal(labels[spec.name], labels[BASELINE]) and not all(r.changes_nothing for r in spec.refiners):
+                own.append(UNCHANGED)  # never silently idle: the report counts these samples
             if own:
                 notes[spec.name] = own
-            labels[spec.name] = refined.labels()
             counts[spec.name] = pixel_counts(labels[spec.name], sample.gt, n, boundaries)
         return SampleResult(
             id=sample.id,

@@ -7,5 +7,7 @@ from g4seg.types import ClassProbs, Generated, Sample
 
 
 class Identity(Refiner):
+    changes_nothing = True
+
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs:
         return probs
