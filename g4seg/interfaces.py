@@ -49,10 +49,14 @@ class Configured(nn.Module):
     def settings(self) -> dict:
         return dict(self.__dict__.get("_settings", {}))
 
+    def resolved(self) -> dict:
+        """The settings that ran, presets and defaults resolved (run.json records these)."""
+        return self.settings
+
     def identity(self) -> str:
         """Class and settings: two parts with equal identities compute the same thing."""
         cls = type(self)
-        return f"{cls.__module__}.{cls.__qualname__}" + json.dumps(self.settings, sort_keys=True, default=_identity)
+        return f"{cls.__module__}.{cls.__qualname__}" + json.dumps(self.resolved(), sort_keys=True, default=_identity)
 
 
 def _identity(value) -> str:

@@ -195,3 +195,39 @@ def test_bundled_names_files_fit_their_dataset(file, preset):
     synonyms_of = {"boat": "ship", "diningtable": "table", "tvmonitor": "tv monitor"}
     for class_name, synonyms in zip(PRESETS[preset][1:], names[1:]):
         assert {class_name, prompt_name(class_name), synonyms_of.get(class_name)} & set(synonyms), (class_name, synonyms)
+
+
+def test_clip_weights_are_built_with_the_activation_they_were_trained_with(tmp_path):
+    """open_clip builds "ViT-B-16" with GELU whatever the weights; OpenAI CLIP (and SCLIP,
+    ClearCLIP on it) use QuickGELU. open_clip's own pretrained metadata is the oracle."""
+    import json as _json
+
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    from g4seg.models.clip import load_clip, trained_with_quick_gelu
+
+    assert trained_with_quick_gelu("ViT-B-16", "openai") is open_clip.get_pretrained_cfg("ViT-B-16", "openai")["quick_gelu"] is True
+    assert trained_with_quick_gelu("ViT-B-16", "laion2b_s34b_b88k") is False
+    hub_file = tmp_path / "models--timm--vit_base_patch16_clip_224.openai" / "open_clip_model.safetensors"
+    assert trained_with_quick_gelu("ViT-B-16", str(hub_file)) is True  # the openai tag's hub repository
+    unknown = tmp_path / "mine.pt"
+    unknown.write_bytes(b"not a release")
+    assert trained_with_quick_gelu("ViT-B-16", str(unknown)) is None
+
+    # weights saved to a file load with the activation asked for (a small architecture registered for the test)
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "g4seg-test-vit.json").write_text(_json.dumps({
+        "embed_dim": 16, "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 8, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}))  # fmt: skip
+    open_clip.add_model_config(tmp_path / "cfg")
+    weights = tmp_path / "vit.pt"
+    torch.save(open_clip.create_model("g4seg-test-vit").state_dict(), weights)
+
+    def activations(model):
+        return {type(m).__name__ for m in model.modules() if isinstance(m, (torch.nn.GELU, QuickGELU))}
+
+    assert activations(load_clip("g4seg-test-vit", str(weights), quick_gelu=True)) == {"QuickGELU"}
+    assert activations(load_clip("g4seg-test-vit", str(weights), quick_gelu=False)) == {"GELU"}
+    with pytest.warns(UserWarning, match="not a release open_clip knows"):
+        assert activations(load_clip("g4seg-test-vit", str(weights))) == {"GELU"}

@@ -27,6 +27,7 @@ from ..types import SourceCounts
 
 DEFAULT_EDGES = (0.0, 40.0, 80.0, 100.0)
 SHOWN = ("miou", "boundary_iou", "mba")  # the table's and plot's default metrics
+MIN_INSTANCES = 5  # a stratum with fewer instances is flagged in tables and plots, not read as a result
 
 Table = Mapping[str, np.ndarray]  # "inter", "union", "b_inter", "b_union", "ba" [N, C] float64; "has_ba" bool
 

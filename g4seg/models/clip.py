@@ -8,7 +8,12 @@ multiple of the patch size works (448 with ViT-B/16 gives a 28x28 grid).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import warnings
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -24,27 +29,74 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_GET = "python -c \"import open_clip; open_clip.create_model('{model}', pretrained='openai', cache_dir='clip')\" (the file under ./clip)"
 
 
-def shared_clip(model: str, pretrained: str | None) -> nn.Module:
-    """One CLIP per (architecture, weights) in a process: correspondence refiners and CLIP
-    segmenters naming the same CLIP share it."""
+@functools.lru_cache(maxsize=None)
+def trained_with_quick_gelu(model: str, pretrained: str | None) -> bool | None:
+    """The activation the weights were trained with, from open_clip's own pretrained
+    metadata: a tag ("openai") directly; a file when it is a tag's release (its sha256 in the
+    tag's URL, as OpenAI's are, or under the tag's hub repository name). None: unknown."""
+    import open_clip
+
+    if not pretrained:
+        return None
+    tags = open_clip.list_pretrained_tags_by_model(model) if model in open_clip.list_models() else []
+    if not hub.looks_local(pretrained):
+        cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained in tags else {}
+        return bool(cfg.get("quick_gelu", False)) if cfg else None
+    path = Path(pretrained).expanduser().resolve()
+    digest = None
+    for tag in tags:
+        cfg = open_clip.get_pretrained_cfg(model, tag)
+        repo = (cfg.get("hf_hub") or "").strip("/").split("/")[-1]
+        if repo and (repo in str(path) or repo.replace("/", "--") in str(path)):
+            return bool(cfg.get("quick_gelu", False))
+        if cfg.get("url") and path.is_file():
+            digest = digest or _sha256(path)
+            if digest in cfg["url"]:
+                return bool(cfg.get("quick_gelu", False))
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shared_clip(model: str, pretrained: str | None, quick_gelu: bool | None = None) -> nn.Module:
+    """One CLIP per (architecture, weights, activation) in a process: correspondence
+    refiners and CLIP segmenters naming the same CLIP share it."""
+
+    if model != "tiny" and quick_gelu is None:
+        quick_gelu = trained_with_quick_gelu(model, pretrained)
 
     def load() -> nn.Module:
         if model == "tiny":
             from .tiny import tiny_clip
 
             return tiny_clip().eval().requires_grad_(False)
-        return load_clip(model, pretrained).eval().requires_grad_(False)
+        return load_clip(model, pretrained, quick_gelu).eval().requires_grad_(False)
 
-    return hub.shared("clip", (model, pretrained), load)
+    return hub.shared("clip", (model, pretrained), load, quick_gelu)
 
 
-def load_clip(model: str, pretrained: str | None) -> nn.Module:
+def load_clip(model: str, pretrained: str | None, quick_gelu: bool | None = None) -> nn.Module:
+    """open_clip's model with the activation its weights were trained with: `quick_gelu`
+    when given, else what open_clip's metadata says of the weights (OpenAI CLIP, SCLIP and
+    ClearCLIP use QuickGELU; open_clip itself builds "ViT-B-16" with GELU whatever the
+    weights). Unknown weights keep open_clip's default, with a warning."""
     import open_clip
 
     get = CLIP_GET.format(model=model)
     hub.require_local(pretrained, "file", "the open_clip checkpoint", get, "pretrained")
+    if quick_gelu is None:
+        quick_gelu = trained_with_quick_gelu(model, pretrained)
+        if quick_gelu is None and pretrained:
+            warnings.warn(f"{pretrained}: not a release open_clip knows for {model}; building it with its default "
+                          "activation (GELU). For OpenAI CLIP weights set quick_gelu: true", stacklevel=2)  # fmt: skip
     try:
-        clip = open_clip.create_model(model, pretrained=pretrained)
+        clip = open_clip.create_model(model, pretrained=pretrained, force_quick_gelu=bool(quick_gelu))
     except (RuntimeError, AssertionError, KeyError, ValueError) as e:  # open_clip asserts on shape mismatches
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise hub.missing(str(pretrained), f"cannot load as open_clip {model} (weights of another architecture?): {first}",
@@ -71,6 +123,7 @@ class DenseCLIP(nn.Module):
             projection are applied only for the last block).
         maskclip: take the value embedding of that block's attention (MaskCLIP) instead of
             its full output; better localised features for dense matching.
+        quick_gelu: the activation of the weights (None: from open_clip's metadata; see `load_clip`).
     """
 
     def __init__(
@@ -80,10 +133,11 @@ class DenseCLIP(nn.Module):
         image_size: int | None = None,
         layer: int = -1,
         maskclip: bool = False,
+        quick_gelu: bool | None = None,
     ) -> None:
         super().__init__()
         self.random_weights = model == "tiny" or not pretrained  # an architecture without weights is random too
-        self.visual = shared_clip(model, pretrained).visual
+        self.visual = shared_clip(model, pretrained, quick_gelu).visual
         self.visual.eval().requires_grad_(False)
         self.patch = int(self.visual.conv1.kernel_size[0])
         self.image_size = image_size or (64 if model == "tiny" else 448)

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..evaluation.metrics import SHOWN, TITLES, class_iou, instance_ious, metric_keys
 from ..files import atomic_write_bytes
 from ..types import BASELINE, SampleResult
+from .cells import gain_text, stratum_footnote
 from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
 from .plots import plot_instances, plot_per_class
 
@@ -111,13 +112,13 @@ def summary_table(metrics: dict, shown: Sequence[str]) -> str:
             cells = [name, stratum, count]
             for m in shown:
                 kb, kr, kg, kc = metric_keys(m)
-                ci = e.get(kc)
-                gain = num(e[kg], True) + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
-                cells += [num(e[kb]), num(e[kr]), gain]
+                empty = count == 0
+                cells += ["—" if empty else num(e[kb]), "—" if empty else num(e[kr]), gain_text(e[kg], e.get(kc), count)]
             cls = ' class="all"' if stratum == "all" else ""
             out.append(f'<tr{cls} data-strategy="{esc(name)}" data-stratum="{esc(stratum)}">'
                        + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")  # fmt: skip
-    return "".join(out) + "</table>"
+    notes = "".join(f"<p>{esc(line)}</p>" for line in stratum_footnote(metrics))
+    return "".join(out) + "</table>" + notes
 
 
 def instance_points(results: Sequence[SampleResult], strategies: Sequence[str]) -> dict[str, list[tuple[float, float]]]:

@@ -8,8 +8,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..evaluation.metrics import SHOWN, TITLES, metric_keys
+from ..evaluation.metrics import MIN_INSTANCES, SHOWN, TITLES, metric_keys
 from ..files import atomic_write_bytes
+from .cells import FEW
 
 
 def _pyplot():
@@ -49,22 +50,31 @@ def plot_strata(metrics: dict, path: Path, shown: Sequence[str] = SHOWN) -> None
         for i, name in enumerate(names):
             m = metrics["strategies"][name]
             entries = [m] + m["strata"]
-            gains = [e[kg] for e in entries]
-            gains = [0.0 if g is None or math.isnan(g) else g for g in gains]
-            cis = [e.get(kc) for e in entries]
+            counts = [None] + [e["count"] for e in m["strata"]]
+            # an empty stratum draws no bar; one with few instances a pale hatched bar without interval
+            few = [c is not None and 0 < c < MIN_INSTANCES for c in counts]
+            gains = [math.nan if c == 0 or e[kg] is None else e[kg] for e, c in zip(entries, counts)]
+            cis = [None if f else e.get(kc) for e, f in zip(entries, few)]
             err = np.array([[g - c[0], c[1] - g] if c else [0.0, 0.0] for g, c in zip(gains, cis)]).T.clip(min=0)
             label = _label(metrics, name)
             bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, gains, width, label=label,
                           yerr=err if any(cis) else None, capsize=2, error_kw={"linewidth": 0.8})  # fmt: skip
-            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+            for bar, flagged in zip(bars, few):
+                if flagged:
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.35)
+            texts = ["" if math.isnan(g) else f"{g:.1f}" + (FEW if f else "") for g, f in zip(gains, few)]
+            ax.bar_label(bars, labels=texts, fontsize=7)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(x, labels)
         ax.set_xlabel("initial IoU of the coarse mask (%)")
         ax.set_ylabel(f"{TITLES[metric]} gain over coarse (points)")
         ax.set_title(TITLES[metric] + (" (random weights!)" if metrics.get("random_weights") else ""))
     axes[0][0].legend(fontsize=8)
-    if "bootstrap" in metrics:
-        fig.suptitle("Refinement gain by input quality (bars: 95% bootstrap CI)", fontsize=10)
+    title = "Refinement gain by input quality" + (" (bars: 95% bootstrap CI)" if "bootstrap" in metrics else "")
+    if any(0 < s["count"] < MIN_INSTANCES for m in metrics["strategies"].values() for s in m["strata"]):
+        title += f"; hatched {FEW}: fewer than {MIN_INSTANCES} instances, not a result; no bar: empty stratum"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 

@@ -17,6 +17,7 @@ from ..evaluation.metrics import METRICS, SHOWN, TITLES, metric_keys
 from ..evaluation.summary import mean_seconds
 from ..files import atomic_write_bytes, atomic_write_json
 from ..types import SampleResult
+from .cells import gain_text, stratum_footnote
 from .html import write_html
 from .plots import plot_strata
 
@@ -51,12 +52,6 @@ def rows(metrics: dict) -> list[dict]:
     return out
 
 
-def gain_text(gain: float | None, ci: list | None) -> str:
-    if gain is None or (isinstance(gain, float) and math.isnan(gain)):
-        return "n/a"
-    return f"{gain:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
-
-
 def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequence[str] = SHOWN) -> str:
     seconds = seconds or {}
     head = ["strategy", "initial IoU", "instances"]
@@ -72,11 +67,14 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequ
     ]
     for r in rows(metrics):
         cells = [r["strategy"], r["stratum"], str(r["count"])]
+        empty = r["count"] == 0
         for metric in shown:
             ci = [r[f"{metric}_ci_low"], r[f"{metric}_ci_high"]] if r[f"{metric}_ci_low"] is not None else None
-            cells += [fmt(r[f"{metric}_baseline"]), fmt(r[f"{metric}_refined"]), gain_text(r[f"{metric}_gain"], ci)]
+            values = ["—", "—"] if empty else [fmt(r[f"{metric}_baseline"]), fmt(r[f"{metric}_refined"])]
+            cells += [*values, gain_text(r[f"{metric}_gain"], ci, r["count"])]
         cells.append(fmt(seconds.get(r["strategy"])) if r["stratum"] == "all" else "")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + stratum_footnote(metrics) if stratum_footnote(metrics) else []
     if "bootstrap" in metrics:
         b = metrics["bootstrap"]
         lines += ["", f"95% CI: paired bootstrap over images, {b['resamples']} resamples, seed {b['seed']}."]

@@ -59,6 +59,7 @@ class G4SegCLI(LightningCLI):
         the dataset's ids, enough samples for every process, and the run folder (its
         fingerprint and lock). The resolved config (every default filled in) goes into run.json."""
         config = json.loads(self._parser("predict").dump(self.config["predict"], format="json", skip_none=False))
+        record_resolved(config, self.model, self.datamodule)
         ids = self.datamodule.ids
         world = self.trainer.world_size
         if world > len(ids):
@@ -66,14 +67,43 @@ class G4SegCLI(LightningCLI):
                 f"{world} processes need at least {world} samples, the dataset has {len(ids)}; "
                 f"use --trainer.devices {len(ids)} (or fewer)"
             )
+        main = self.trainer.global_rank == 0
         self.folder.claim(config, list(ids), self.model.strategy_names, list(self.datamodule.class_names),
-                          list(self.model.strata_edges), main=self.trainer.global_rank == 0)  # fmt: skip
+                          list(self.model.strata_edges), main=main)  # fmt: skip
+        coarse = ((config.get("data") or {}).get("init_args") or {}).get("coarse")
+        if main and coarse:
+            from ..report.html import describe
+
+            print(f"coarse masks from {describe(coarse)}", file=sys.stderr)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if kwargs.get("return_predictions") is None:
             kwargs["return_predictions"] = False  # results go to disk; keeping them would grow memory
         return kwargs
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def record_resolved(config: dict, module: G4SegModule, datamodule) -> None:
+    """The config states what ran: each part's init_args updated with the values the built
+    object resolved (a preset's beta, a CRF preset's kernels), so run.json, the report and
+    the resume fingerprint never show a value that was not used."""
+    model = config.get("model") or {}
+    for spec, node in zip(module.specs, model.get("strategies") or []):
+        for refiner, refiner_node in zip(spec.refiners, node.get("refiners") or []):
+            if isinstance(refiner_node, dict):
+                refiner_node.setdefault("init_args", {}).update(_plain(refiner.resolved()))
+    for name, injector in module.injectors.items():
+        node = (model.get("injectors") or {}).get(name)
+        if isinstance(node, dict):
+            node.setdefault("init_args", {}).update(_plain(injector.resolved()))
+    coarse = getattr(datamodule, "coarse", None)
+    node = ((config.get("data") or {}).get("init_args") or {}).get("coarse")
+    if isinstance(node, dict) and hasattr(coarse, "resolved"):
+        node.setdefault("init_args", {}).update(_plain(coarse.resolved()))
 
 
 def report_main(argv: list[str]) -> None:
@@ -136,6 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args and args[0] == "report":
             return report_main(args[1:])
+        if args and args[0] == "predict":
+            from .overrides import check_class_swaps
+
+            check_class_swaps(args[1:])
         G4SegCLI(
             G4SegModule,
             subclass_mode_data=True,

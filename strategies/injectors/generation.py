@@ -156,6 +156,10 @@ class DiffusionInjector(Injector):
         self.inversion_timesteps = inversion_timesteps(timestep, inversion_steps) if inversion != "none" else []
         self.null_text = (null_text_iterations, null_text_lr, null_text_epsilon)
 
+    def resolved(self) -> dict:
+        """Defaults that depend on the model or on other keys, as they ran."""
+        return {**self.settings, "resolution": self.resolution, "guidance_scale": self.guidance_scale}
+
     @property
     def device(self) -> torch.device:
         return next(self.vae.parameters()).device

@@ -69,9 +69,11 @@ class Correspondence(Refiner):
     Args:
         clip: "tiny" (random ViT) or an open_clip architecture, e.g. "ViT-B-16".
         pretrained: open_clip tag or checkpoint path for a real model.
-        image_size, layer, maskclip: see `DenseCLIP`.
-        beta: weight of the pixel's own probability; 0.8 open-vocabulary, 0.9 WSSS.
-        preset: "open_vocabulary" or "wsss" to set beta by name (overrides `beta`).
+        image_size, layer, maskclip, quick_gelu: see `DenseCLIP`.
+        beta: weight of the pixel's own probability; 0.8 open-vocabulary, 0.9 WSSS
+            (default: the preset's, else 0.8).
+        preset: "open_vocabulary" or "wsss": beta by name; giving another beta as well is
+            refused. run.json records the beta that ran.
         conf_range: (low, high) probabilities that may change; (1, 0) disables CF updates.
         soften: what to do with input on which SCA + CF could change no label (0/1
             probabilities such as label PNGs, or none inside `conf_range`): "auto" softens
@@ -90,7 +92,8 @@ class Correspondence(Refiner):
         image_size: int | None = None,
         layer: int = -1,
         maskclip: bool = False,
-        beta: float = 0.8,
+        quick_gelu: bool | None = None,
+        beta: float | None = None,
         preset: str | None = None,
         conf_range: tuple[float, float] = (0.2, 0.6),
         soften: str = "auto",
@@ -100,12 +103,16 @@ class Correspondence(Refiner):
         if preset is not None:
             if preset not in PRESET_BETA:
                 raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESET_BETA)}")
+            if beta is not None and beta != PRESET_BETA[preset]:
+                raise ConfigError(f"Correspondence: preset {preset} means beta {PRESET_BETA[preset]}, but beta {beta} "
+                                  "is given as well; give one of them")  # fmt: skip
             beta = PRESET_BETA[preset]
+        beta = 0.8 if beta is None else beta
         if not 0.0 <= beta <= 1.0:
             raise ConfigError(f"beta must lie in [0, 1], got {beta}")
-        self.encoder = DenseCLIP(clip, pretrained, image_size, layer, maskclip)
+        self.encoder = DenseCLIP(clip, pretrained, image_size, layer, maskclip, quick_gelu)
         self.random_weights = self.encoder.random_weights
-        self.beta = beta
+        self.beta, self.preset = float(beta), preset
         self.low, self.high = float(conf_range[0]), float(conf_range[1])
         if soften not in SOFTEN_MODES:
             raise ConfigError(f"Correspondence soften must be one of {SOFTEN_MODES}, got {soften!r}")
@@ -135,6 +142,9 @@ class Correspondence(Refiner):
         changed = gained != 0
         out[0] = torch.where(changed, (probs.probs[0] - gained).clamp(0.0, 1.0), probs.probs[0])
         return probs.with_probs(out)
+
+    def resolved(self) -> dict:
+        return {**self.settings, "beta": self.beta}
 
     @property
     def disabled(self) -> str | None:

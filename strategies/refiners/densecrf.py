@@ -91,7 +91,7 @@ class DenseCRF(Refiner):
 
     def resolved(self) -> dict:
         """What runs: the preset's values with the overrides applied."""
-        return {"preset": self.preset, "iterations": self.iterations, "gaussian_sxy": self.gaussian[0],
+        return {**self.settings, "preset": self.preset, "iterations": self.iterations, "gaussian_sxy": self.gaussian[0],
                 "gaussian_compat": self.gaussian[1], "bilateral_sxy": self.bilateral[0],
                 "bilateral_srgb": self.bilateral[1], "bilateral_compat": self.bilateral[2],
                 "hard_input": self.hard_input, "gt_prob": self.gt_prob}  # fmt: skip
