@@ -40,8 +40,10 @@ def test_two_components_give_two_boxes_and_points_fall_inside_and_outside():
         x1, y1, x2, y2 = p.box
         assert x1 <= px <= x2 and y1 <= py <= y2 and x1 <= nx <= x2 and y1 <= ny <= y2
     assert prompts[0].points[0] == (12, 12)  # the most interior pixel: the disc's centre
-    # a mask that fills its box leaves no background to put a negative point on: "not a point"
-    assert make_prompt(square(np.zeros((20, 20), bool), 5, 5, 8)).labels == [1, -1]
+    # a mask that fills its box leaves no background: the reference's all-zero map gives its
+    # first element, the box's corner, as the negative point (inside the mask)
+    full = make_prompt(square(np.zeros((20, 20), bool), 5, 5, 8))
+    assert full.labels == [1, 0] and full.points[1] == (5, 5)
 
 
 def test_l_shape_negative_point_is_the_background_farthest_from_the_mask_inside_the_box():
@@ -71,7 +73,8 @@ def test_nothing_to_prompt_and_unrefined_regions_are_said_in_the_notes():
     h, w = 40, 40
     probs = torch.zeros(2, h, w)
     probs[0] = 1.0
-    probs[1, 5, 5], probs[0, 5, 5] = 1.0, 0.0  # one pixel of class 3: below min_area, nothing to prompt
+    for y, x in ((5, 5), (5, 30)):  # two single pixels of class 3: several components, all below min_area
+        probs[1, y, x], probs[0, y, x] = 1.0, 0.0
     sample = Sample("n", torch.zeros(h, w, 3, dtype=torch.uint8), torch.zeros(h, w, dtype=torch.int64),
                     [str(i) for i in range(4)], ClassProbs(torch.tensor([0, 3]), probs))  # fmt: skip
     out = SAMRefiner(iterations=1).refine(sample, sample.coarse, None)
@@ -85,9 +88,13 @@ def test_nothing_to_prompt_and_unrefined_regions_are_said_in_the_notes():
 
 def test_small_components_are_merged_or_left_unrefined():
     mask = square(np.zeros((50, 50), bool), 10, 10, 10)
-    mask[40, 40] = True  # 1 pixel: below min_area, left as it is
+    mask[40, 40] = True  # 1 pixel among two components: below min_area, left as it is
     parts, small = components(mask)
     assert len(parts) == 1 and small.sum() == 1
+    lone = np.zeros((50, 50), bool)
+    lone[40, 40] = True  # a lone component is refined whatever its size, as the reference keeps it
+    parts, small = components(lone)
+    assert len(parts) == 1 and parts[0].sum() == 1 and not small.any()
     # two halves of one object split by a thin gap: their boxes overlap, the reference merges them
     split = square(square(np.zeros((50, 50), bool), 10, 10, 10), 10, 21, 10)
     assert len(components(split)[0]) == 1
@@ -222,3 +229,78 @@ def test_sam2_from_a_folder_refines_and_equals_its_processor_path(tmp_path, demo
                        input_labels=inputs["input_labels"], input_boxes=inputs["input_boxes"], multimask_output=True)  # fmt: skip
     best = theirs.pred_masks[0, 0, theirs.iou_scores[0, 0].argmax()]
     assert torch.allclose(ours[0], best, atol=1e-4)
+
+
+def reference_merge_regions(cate_mask: np.ndarray) -> list[np.ndarray]:
+    """SAMRefiner's `sem2ins_mask.py` (`process` for one class, `merge_regions`,
+    `extract_bboxes`), step by step, returning its instance masks."""
+    import cv2
+
+    def extract_bboxes(mask):
+        y, x = mask.nonzero()
+        return [int(x.min()), int(y.min()), int(x.max()), int(y.max())]
+
+    num_labels, labels, stats, _ = cv2.connectedComponentsWithStats(cate_mask.astype(np.uint8), connectivity=8)
+    num_labels -= 1
+    if num_labels <= 1:
+        return [labels == i for i in range(1, num_labels + 1)]
+    region_mask, region_mapid = labels.copy(), {}
+    for i in range(num_labels):
+        if np.sum(region_mask == i + 1) < 5:
+            region_mask[region_mask == i + 1] = 0
+            region_mapid[i + 1] = 0
+        else:
+            region_mapid[i + 1] = i + 1
+    for i in range(num_labels):
+        tidi = region_mapid[i + 1]
+        if tidi == 0:
+            continue
+        xi1, yi1, xi2, yi2 = extract_bboxes((region_mask == tidi).astype(np.uint8))
+        box_areai, mask_areai = (xi2 - xi1 + 1) * (yi2 - yi1 + 1), np.sum(region_mask == tidi)
+        for j in range(i + 1, num_labels):
+            tidj = region_mapid[j + 1]
+            if tidj == 0 or tidi == tidj:
+                continue
+            xj1, yj1, xj2, yj2 = extract_bboxes((region_mask == tidj).astype(np.uint8))
+            box_areaj, mask_areaj = (xj2 - xj1 + 1) * (yj2 - yj1 + 1), np.sum(region_mask == tidj)
+            area_merge = (max(xi2, xj2) - min(xi1, xj1)) * (max(yi2, yj2) - min(yi1, yj1))
+            with np.errstate(divide="ignore"):
+                fill = (mask_areai + mask_areaj) / area_merge
+            if box_areai + box_areaj > area_merge * 0.5 and fill > min(0.5, min(mask_areai / box_areai, mask_areaj / box_areaj) - 0.1):
+                region_mask[region_mask == tidj] = tidi
+                xi1, yi1, xi2, yi2 = extract_bboxes((region_mask == tidi).astype(np.uint8))
+                box_areai, mask_areai = (xi2 - xi1 + 1) * (yi2 - yi1 + 1), np.sum(region_mask == tidi)
+                for kid in region_mapid:
+                    if region_mapid[kid] == tidj:
+                        region_mapid[kid] = tidi
+    return [region_mask == mid for mid in np.unique(region_mask) if mid != 0]
+
+
+def test_components_equal_samrefiners_merge_regions_on_random_masks():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    differ_without_revisit = 0
+    for _ in range(300):
+        mask = np.zeros((48, 64), np.uint8)
+        for _ in range(int(rng.integers(1, 7))):  # blobs and specks, some touching, some apart
+            cv2.ellipse(mask, (int(rng.integers(0, 64)), int(rng.integers(0, 48))),
+                        (int(rng.integers(0, 9)), int(rng.integers(0, 9))), float(rng.integers(0, 180)), 0, 360, 1, -1)  # fmt: skip
+        ours, small = components(mask.astype(bool))
+        want = reference_merge_regions(mask)
+        assert len(ours) == len(want) and all(np.array_equal(a, b) for a, b in zip(ours, want))
+        kept = np.logical_or.reduce(want) if want else np.zeros(mask.shape, bool)
+        assert np.array_equal(small, mask.astype(bool) & ~kept)  # what the reference drops, we leave unrefined
+
+
+def test_fastgeodis_distance_is_the_reference_transform_and_close_to_the_exact_one():
+    FastGeodis = pytest.importorskip("FastGeodis", reason="pip install --no-build-isolation FastGeodis")
+    from strategies.refiners.sam.prompts import distance_inside
+
+    mask = disc(square(np.zeros((60, 80), bool), 10, 10, 25), 55, 35, 15)
+    direct = FastGeodis.generalised_geodesic2d(torch.zeros(1, 1, 60, 80), torch.from_numpy(mask[None, None].astype(np.float32)),
+                                               1e10, 0.0, 2)[0, 0].numpy()  # fmt: skip
+    ours = distance_inside(mask, "fastgeodis")
+    assert np.array_equal(ours, (direct * mask).astype(np.float32))
+    exact = distance_inside(mask, "exact")
+    assert np.abs(ours - exact).max() < 1.5 and (ours[~mask] == 0).all()

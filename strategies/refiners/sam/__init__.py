@@ -20,7 +20,7 @@ from g4seg.interfaces import Refiner
 from g4seg.types import ClassProbs, Generated, Sample
 
 from g4seg.models.sam import TINY, SharedSam, shared_sam
-from .prompts import MIN_AREA, Prompt, components, make_prompt, mask_prompt
+from .prompts import DISTANCES, MIN_AREA, Prompt, components, make_prompt, mask_prompt
 
 __all__ = ["SAMRefiner"]
 
@@ -34,13 +34,25 @@ class SAMRefiner(Refiner):
     use_box, use_points, use_mask: which prompts (reference: all).
     add_neg: the negative point (reference: yes).
     gamma, strength: the dense prompt's Gaussian span and amplitude (reference 4, 30).
-    min_area: components smaller than this (pixels) are left unrefined (reference drops < 5).
+    min_area: components smaller than this (pixels), among several, are left unrefined
+        (the reference drops < 5); a lone component is always refined, as there.
+    distance: "fastgeodis" (the reference's raster transform, needs the FastGeodis package)
+        or "exact" (OpenCV's exact Euclidean transform).
     """
 
     def __init__(self, model: str = "tiny", iterations: int = 5, use_box: bool = True, use_points: bool = True,
                  use_mask: bool = True, add_neg: bool = True, gamma: float = 4.0, strength: float = 30.0,
-                 min_area: int = MIN_AREA) -> None:  # fmt: skip
+                 min_area: int = MIN_AREA, distance: str = "fastgeodis") -> None:  # fmt: skip
         super().__init__()
+        if distance not in DISTANCES:
+            raise ConfigError(f"SAMRefiner distance must be one of {DISTANCES}, got {distance!r}")
+        if distance == "fastgeodis":
+            try:
+                import FastGeodis  # noqa: F401
+            except ImportError:
+                raise ConfigError("SAMRefiner distance: fastgeodis needs the FastGeodis package (pip install "
+                                  "--no-build-isolation FastGeodis); or set distance: exact") from None  # fmt: skip
+        self.distance = distance
         if iterations < 1:
             raise ConfigError(f"SAMRefiner iterations must be >= 1, got {iterations}")
         if not (use_box or use_points or use_mask):
@@ -84,7 +96,7 @@ class SAMRefiner(Refiner):
         current = [m.astype(bool) for m in masks]
         active = list(range(len(masks)))
         for _ in range(self.iterations):
-            prompts = {j: make_prompt(current[j], self.gamma, self.add_neg) for j in active}
+            prompts = {j: make_prompt(current[j], self.gamma, self.add_neg, self.distance) for j in active}
             active = [j for j in active if prompts[j] is not None]  # SAM emptied it: keep its last output
             if not active:
                 break
