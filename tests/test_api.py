@@ -47,3 +47,22 @@ def test_label_map_input_and_bad_input(sample):
         g4seg.refine(sample.image.numpy(), labels[:10], "voc")
     with pytest.raises(ValueError, match="by name only"):
         g4seg.refine(sample.image.numpy(), labels, "voc", strategy="g4seg")
+
+
+def test_api_densecrf_acts_on_a_label_map_and_says_how(real_voc):
+    """A label map through g4seg.refine gets the same hard-input rule as `g4seg predict`."""
+    import numpy as np
+    from PIL import Image
+
+    import g4seg
+
+    gt_path = sorted((real_voc / "SegmentationClass").glob("*.png"))[0]
+    labels = np.asarray(Image.open(gt_path)).astype(np.int64)
+    labels[labels == 255] = 0
+    coarse = np.roll(labels, 6, axis=1)  # a shifted mask: boundaries off the image edges
+    image = real_voc / "JPEGImages" / f"{gt_path.stem}.jpg"
+    out = g4seg.refine(str(image), coarse, "voc", strategy="densecrf")
+    assert out.notes == ("input hard: unary from labels, gt_prob 0.7",)
+    assert int((out.labels().numpy() != coarse).sum()) > 500
+    same = g4seg.refine(str(image), np.zeros_like(coarse), "voc", strategy="densecrf")  # background only
+    assert "changed no label" in same.notes

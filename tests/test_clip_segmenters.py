@@ -40,7 +40,7 @@ def last_block_reference(block, x, method: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("cls,method", [(SCLIP, "sclip"), (ClearCLIP, "clearclip"), (MaskCLIP, "maskclip")])
 def test_patch_features_equal_the_methods_equations(cls, method):
-    seg = cls()
+    seg = cls(pipeline="sclip") if cls is MaskCLIP else cls()
     torch.manual_seed(0)
     x = torch.randn(2, 3, 72, 96)
     with torch.no_grad():

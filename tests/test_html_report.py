@@ -91,7 +91,12 @@ def test_page_references_existing_files_and_shows_metrics_json(run):
             for base, ref, gain, ci in (("miou_baseline", "miou_refined", "gain", "ci95"),
                                         ("boundary_iou_baseline", "boundary_iou_refined", "boundary_iou_gain", "boundary_iou_ci95"),
                                         ("mba_baseline", "mba_refined", "mba_gain", "mba_ci95")):  # fmt: skip
-                row += [f"{e[base]:.2f}", f"{e[ref]:.2f}", f"{e[gain]:+.2f} [{e[ci][0]:+.2f}, {e[ci][1]:+.2f}]"]
+                count = e.get("count")
+                if count == 0:  # an empty stratum is shown empty
+                    row += ["—", "—", "—"]
+                    continue
+                flag = " †" if count is not None and count < 5 else ""  # too few instances to read as a result
+                row += [f"{e[base]:.2f}", f"{e[ref]:.2f}", f"{e[gain]:+.2f} [{e[ci][0]:+.2f}, {e[ci][1]:+.2f}]{flag}"]
             expected.append(row)
     assert [[r[0], r[1], *r[3:]] for r in page.rows] == expected
 

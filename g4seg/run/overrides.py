@@ -92,6 +92,7 @@ def check_class_swaps(args: list[str]) -> None:
     pairs = _pairs(args)
     configs = [value for key, value in pairs if key == "config"]
     given = {key for key, _ in pairs}
+
     for file in configs:
         path = Path(file)
         if not path.is_file():
@@ -115,7 +116,8 @@ def check_class_swaps(args: list[str]) -> None:
             if not isinstance(old, dict) or "class_path" not in old or old["class_path"] == new:
                 continue
             init_args = old.get("init_args") or {}
-            foreign = _foreign(old["class_path"], new, {k: v for k, v in init_args.items() if f"{target}.init_args.{k}" not in given})
+            unset = {k: v for k, v in init_args.items() if not {f"{target}.init_args.{k}", f"{target}.{k}"} & given}
+            foreign = _foreign(old["class_path"], new, unset)
             inherited = {k: init_args[k] for k in foreign}
             if inherited:
                 shown = ", ".join(f"{k}: {v}" for k, v in inherited.items())
