@@ -109,7 +109,8 @@ SIZE = (281, 500)  # 2007_000032 (H, W)
 def test_bad_probability_files(tmp_path, arrays, expected):
     write_probs(tmp_path / "coarse", "2007_000032", **arrays)
     argv = [*BASE, "--data.init_args.limit", "1", "--data.init_args.coarse", "datamodules.CoarseFromFiles",
-            "--data.init_args.coarse.folder", str(tmp_path / "coarse"), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+            "--data.init_args.coarse.folder", str(tmp_path / "coarse"), "--data.init_args.coarse.soften_sigma", "0",
+            "--output_dir", str(tmp_path / "out")]  # fmt: skip
     line = the_line(*cli(*argv)[::2])
     assert line.startswith(f"g4seg: error: {tmp_path / 'coarse' / '2007_000032.npz'}: ") and expected in line
 
