@@ -19,6 +19,23 @@ from .io import DataError, read_image, read_label_map
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def safe_id(sample_id: str) -> bool:
+    """A relative path with real parts: no absolute path, no '..', no empty or '.' part."""
+    parts = sample_id.split("/")
+    return bool(sample_id) and not sample_id.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def inside(path: Path, folder: Path, sample_id: str) -> Path:
+    """`path`, refused when a linked directory on the way takes it out of `folder`. The file
+    itself may be a link (the link farms `scripts/prepare_datasets.py` makes point into the
+    original distribution)."""
+    parent = path.parent.resolve()
+    if not parent.is_relative_to(folder.resolve()):
+        raise DataError(f"{path}: sample {sample_id!r} lies in {parent}, outside {folder} (a linked directory); "
+                        "links out of the dataset's folders are not followed")  # fmt: skip
+    return path.absolute()
+
+
 def find_image(image_dir: Path, sample_id: str) -> Path:
     for suffix in IMAGE_SUFFIXES:
         for variant in (suffix, suffix.upper()):
@@ -54,7 +71,8 @@ class FolderDataset(Dataset):
         sample_id = self.ids[index]
         if sample_id in self.skip_ids:
             return AlreadyDone(sample_id)
-        image_path, gt_path = find_image(self.image_dir, sample_id), self.gt_dir / f"{sample_id}.png"
+        image_path = inside(find_image(self.image_dir, sample_id), self.image_dir, sample_id)
+        gt_path = inside(self.gt_dir / f"{sample_id}.png", self.gt_dir, sample_id)
         image = read_image(image_path)
         gt = read_label_map(gt_path, len(self.class_names), image.shape[:2], "ground truth")
         coarse = None if self.coarse is None else self.coarse.make(sample_id, image, gt, len(self.class_names), self.class_names)
@@ -64,7 +82,7 @@ class FolderDataset(Dataset):
             gt=torch.from_numpy(gt),
             class_names=self.class_names,
             coarse=coarse,
-            files={"image": str(image_path.resolve()), "gt": str(gt_path.resolve())},
+            files={"image": str(image_path), "gt": str(gt_path)},
         )
 
 
@@ -127,6 +145,10 @@ class VOCFolderDataModule(L.LightningDataModule):
             if not gt_dir.is_dir():
                 raise DataError(f"{gt_dir}: ground-truth folder is missing (expected VOC layout under {self.root})")
             ids = sorted(p.stem for p in gt_dir.glob("*.png"))
+        bad = [i for i in ids if not safe_id(i)]
+        if bad:
+            raise DataError(f"{self.split or gt_dir}: sample id {bad[0]!r} leaves the dataset folder (absolute, '..' or "
+                            "empty parts); ids are paths relative to the image and ground-truth folders")  # fmt: skip
         seen: set[str] = set()
         duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
         if duplicates:

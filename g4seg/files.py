@@ -40,5 +40,12 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def safe_name(sample_id: str) -> str:
-    """File name of a sample's masks, record and thumbnails."""
-    return sample_id.replace(os.sep, "__")
+    """File name of a sample's masks, record and thumbnails: reversible, so two ids never
+    share a file ("sub/x" -> "sub%2Fx", "sub__x" stays "sub__x"; "%" itself -> "%25")."""
+    return sample_id.replace("%", "%25").replace("/", "%2F")
+
+
+def open_no_follow(path: Path, flags: int, mode: int = 0o666) -> int:
+    """os.open that refuses a symbolic link at `path` (a planted link would make the run
+    write through it to a file outside its folder)."""
+    return os.open(path, flags | os.O_NOFOLLOW, mode)

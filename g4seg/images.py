@@ -1,12 +1,17 @@
 """Reading an image file as an RGB array, with an error that names the file. The one
-reader of the dataset, the Python API and the report's gallery."""
+reader of the dataset, the Python API and the report's gallery.
+
+Photos are read as they are displayed: a camera's EXIF orientation is applied
+(`PIL.ImageOps.exif_transpose`), because masks and ground truth are drawn on the displayed
+image; a sideways read would pair pixels with the wrong labels (and fail on non-square
+images with a size mismatch that names no EXIF)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError
 
@@ -16,7 +21,8 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            upright = ImageOps.exif_transpose(im)
+            return np.asarray(upright.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:

@@ -100,8 +100,11 @@ def record_resolved(config: dict, module: G4SegModule, datamodule) -> None:
         node = (model.get("injectors") or {}).get(name)
         if isinstance(node, dict):
             node.setdefault("init_args", {}).update(_plain(injector.resolved()))
+    data = (config.get("data") or {}).get("init_args") or {}
+    if data.get("root") and hasattr(datamodule, "root"):  # another folder under the same relative path is another run
+        data["root"] = str(Path(datamodule.root).resolve())
     coarse = getattr(datamodule, "coarse", None)
-    node = ((config.get("data") or {}).get("init_args") or {}).get("coarse")
+    node = data.get("coarse")
     if isinstance(node, dict) and hasattr(coarse, "resolved"):
         node.setdefault("init_args", {}).update(_plain(coarse.resolved()))
 

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import RunFolderError
 from ..evaluation.records import RECORDS, load_results, read_record, record_path, stored_ids
-from ..files import atomic_write_json
+from ..files import atomic_write_json, open_no_follow
 from ..types import SampleResult
 
 MANIFEST = "run.json"
@@ -126,7 +126,11 @@ class FolderLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
+        except OSError as e:
+            raise RunFolderError(f"{self.path}: cannot open the run lock ({e.strerror}; a symbolic link is refused); "
+                                 "remove it or use another --output_dir") from None  # fmt: skip
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -190,12 +194,16 @@ class RunFolder(Callback):
     def _claim_main(self, manifest: dict) -> None:
         out = self.path
         if self.fresh and out.exists() and any(out.iterdir()):
+            if (out / LOCK).exists():  # a running run holds it: never move its folder away under it
+                held = FolderLock(out)
+                held.acquire()
+                held.release()
             moved = move_aside(out)
             print(f"g4seg: moved the previous run in {out} to {moved}")
         try:
             out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_bytes(b"")
+            probe = out / f".write-test-{os.getpid()}"
+            os.close(open_no_follow(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             probe.unlink()
         except OSError as e:
             raise RunFolderError(f"{out}: output folder is not writable ({e.strerror}); choose another --output_dir") from None
