@@ -110,3 +110,11 @@ def test_the_wheel_holds_every_tracked_package_file(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [f for f in tracked.stdout.split() if f not in names]
     assert not missing, f"not in the wheel: {missing}"
+
+
+def test_top_level_help_lists_the_commands_without_importing_lightning():
+    code = ("import sys; from g4seg.cli import main; main(['--help']); "
+            "print('heavy:', sorted(m for m in ('lightning', 'torch', 'diffusers') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "predict" in proc.stdout and "report" in proc.stdout and "heavy: []" in proc.stdout
