@@ -92,3 +92,25 @@ def test_identical_chain_prefixes_run_once_and_equal_each_chain_alone(demo_root,
             gen = generated["emi"][sample.id] if spec.injector else None
             alone = Chain(spec.refiners).refine(sample, sample.coarse, gen).labels()
             assert torch.equal(result.labels[spec.name], alone), spec.name
+
+
+def test_winners_view_shows_the_runs_gains_flags_and_best(tmp_path):
+    from g4seg.report import winners
+
+    out = finished_run(tmp_path / "run", "predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "8",
+                       "--scoring.bootstrap", "2000")  # fmt: skip
+    metrics = read_metrics(out)
+    labels, names, rows = winners.grid(metrics, "boundary_iou")
+    assert names == ["densecrf"] and labels[0] == "all"  # the Identity control is left out
+    entries = [metrics["strategies"]["densecrf"]] + metrics["strategies"]["densecrf"]["strata"]
+    for (c,), e in zip(rows, entries):
+        if e.get("count") == 0:
+            assert c["gain"] is None
+            continue
+        assert c["gain"] == e["boundary_iou_gain"] and c["ci"] == e["boundary_iou_ci95"]
+        lo, hi = e["boundary_iou_ci95"]
+        assert c["sure"] == ((lo > 0 or hi < 0) and e.get("count", 99) >= 5)
+    text = winners.terminal(metrics, "miou")
+    assert all(len(line) <= 100 for line in text.splitlines())
+    first_row = text.splitlines()[2]
+    assert first_row.startswith("all") and f"{metrics['strategies']['densecrf']['gain']:+.2f}" in first_row

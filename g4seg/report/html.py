@@ -17,6 +17,7 @@ from pathlib import Path
 from ..evaluation.metrics import SHOWN, TITLES, class_iou, instance_ious, metric_keys
 from ..files import atomic_write_bytes
 from ..types import BASELINE, SampleResult
+from . import winners
 from .cells import gain_text, stratum_footnote
 from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
 from .plots import plot_instances, plot_per_class
@@ -34,6 +35,7 @@ td:first-child,td:nth-child(2),th{text-align:left} tr.all td{font-weight:bold;ba
 .cell{font-size:11px;text-align:center;width:132px} .cell img{display:block;margin:auto;max-width:128px}
 .cell.selected{outline:3px solid #1a7f37} .rowhead{width:120px;font-size:12px}
 .pos{color:#1a7f37} .neg{color:#c62828} .ious{text-align:left;white-space:nowrap}
+#winners td.sure{font-weight:bold} #winners td.best{background:#eef6ee} #winners td.empty{color:#999}
 """
 SCRIPT = """
 (function(){
@@ -204,6 +206,7 @@ def write_html(out_dir: Path, metrics: dict, results: Sequence[SampleResult], ma
     parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>g4seg report: {esc(out_dir.name)}</title><style>{STYLE}</style></head><body>"]  # fmt: skip
     parts += header(metrics, config, out_dir)
+    parts += ["<h2>Which strategy wins where</h2>", winners.html(metrics, shown[0], esc)]
     parts += ["<h2>Summary</h2>", summary_table(metrics, shown)]
     parts += ['<h2>Plots</h2><div class="plots">',
               '<img src="strata.png" alt="gain per stratum">',

@@ -17,6 +17,7 @@ from ..evaluation.metrics import METRICS, SHOWN, TITLES, metric_keys
 from ..evaluation.summary import mean_seconds
 from ..files import atomic_write_bytes, atomic_write_json
 from ..types import SampleResult
+from . import winners
 from .cells import gain_text, stratum_footnote
 from .html import write_html
 from .plots import plot_strata
@@ -78,19 +79,34 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequ
     if "bootstrap" in metrics:
         b = metrics["bootstrap"]
         lines += ["", f"95% CI: paired bootstrap over images, {b['resamples']} resamples, seed {b['seed']}."]
+    return "\n".join(lines + note_lines(metrics)) + "\n"
+
+
+def note_lines(metrics: dict) -> list[str]:
+    """What the numbers cannot say by themselves: random weights, and what refiners did."""
+    lines = []
     if metrics.get("random_weights"):
         lines += ["", f"NOTE: random (untrained) weights were used by: {', '.join(metrics['random_weights'])}."]
     scored = metrics["num_samples"] - metrics["num_unscored"]
     for name, notes in metrics.get("notes", {}).items():
         for text, count in notes.items():
             lines += [f"NOTE: {name}: {text} on {count}/{scored} samples."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def terminal_summary(metrics: dict, shown: Sequence[str] = SHOWN) -> str:
+    """What a run prints: the winners view of the first shown metric and the notes (the
+    full table is summary.md)."""
+    head = f"samples: {metrics['num_samples']} (not scored, ground truth all ignore: {metrics['num_unscored']})\n\n"
+    boot = metrics.get("bootstrap")
+    tail = [f"95% CI: paired bootstrap over images, {boot['resamples']} resamples, seed {boot['seed']}."] if boot else []
+    return head + winners.terminal(metrics, shown[0]) + "\n".join(tail + note_lines(metrics)) + "\n"
 
 
 def write_report(out_dir: Path, metrics: dict, results: Sequence[SampleResult], manifest: dict,
                  settings: ReportSettings | None = None) -> str:  # fmt: skip
-    """Writes metrics.json, metrics.csv, summary.md, the plots and report.html; returns the
-    markdown table."""
+    """Writes metrics.json, metrics.csv, summary.md, the plots and report.html; returns what
+    the terminal shows."""
     out_dir = Path(out_dir)
     settings = settings or ReportSettings()
     atomic_write_json(out_dir / "metrics.json", metrics)
@@ -107,7 +123,7 @@ def write_report(out_dir: Path, metrics: dict, results: Sequence[SampleResult], 
     atomic_write_bytes(out_dir / "summary.md", table.encode())
     plot_strata(metrics, out_dir / "strata.png", settings.metrics)
     write_html(out_dir, metrics, results, manifest, settings.metrics, settings.gallery)
-    return table
+    return terminal_summary(metrics, settings.metrics)
 
 
 @dataclass

@@ -55,5 +55,5 @@ class Scoring(Callback):
         if trainer.is_global_zero:
             self.document, table = score(self.folder, self.settings)
             out = self.folder.path
-            print(f"\n{table}\nresults in {out}/ (metrics.json, metrics.csv, summary.md, strata.png)\n"
+            print(f"\n{table}\nresults in {out}/ (full table: summary.md; metrics.json, metrics.csv, strata.png)\n"
                   f"report: {(out / 'report.html').resolve()}")
