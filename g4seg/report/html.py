@@ -205,8 +205,9 @@ def write_html(out_dir: Path, metrics: dict, results: Sequence[SampleResult], ma
     sections = g.sections()
     parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>g4seg report: {esc(out_dir.name)}</title><style>{STYLE}</style></head><body>"]  # fmt: skip
-    parts += header(metrics, config, out_dir)
-    parts += ["<h2>Which strategy wins where</h2>", winners.html(metrics, shown[0], esc)]
+    head = header(metrics, config, out_dir)
+    at = head.index("<h2>Strategies</h2><ul>")  # the answer first, right under the run's facts
+    parts += head[:at] + ["<h2>Which strategy wins where</h2>", winners.html(metrics, shown[0], esc)] + head[at:]
     parts += ["<h2>Summary</h2>", summary_table(metrics, shown)]
     parts += ['<h2>Plots</h2><div class="plots">',
               '<img src="strata.png" alt="gain per stratum">',
