@@ -46,7 +46,7 @@ def from_record(record: dict, path: Path | str = "record") -> SampleResult:
         for name, c in record["counts"].items():
             missing = [key for key in COUNT_KEYS if key not in c]
             if missing:
-                raise RecordError(f"{path}: counts of {name!r} lack {', '.join(missing)}; delete this record to recompute "
+                raise RecordError(f"{path}: counts of {name!r} lack {', '.join(missing)}; delete it to recompute "
                                   "that sample")  # fmt: skip
             ints = {key: {int(k): int(v) for k, v in c[key].items()} for key in COUNT_KEYS[:4]}
             counts[name] = SourceCounts(**ints, ba={int(k): float(v) for k, v in c["ba"].items()})

@@ -187,7 +187,7 @@ class RunFolder(Callback):
         else:
             check_resumable(self.path, manifest)
         self.manifest, self.ids = manifest, list(ids)
-        self._results = {r.id: r for r in load_results(self.path, self.ids)}
+        self._results = {r.id: self._complete(r) for r in load_results(self.path, self.ids)}
         if self._results and main:
             rank_zero_info(f"g4seg: resuming in {self.path}: {len(self._results)} samples already done, skipping them")
 
@@ -228,8 +228,17 @@ class RunFolder(Callback):
         those written since (each record file read once)."""
         for sample_id in stored_ids(self.path, self.ids):
             if sample_id not in self._results:
-                self._results[sample_id] = read_record(record_path(self.path, sample_id))
+                self._results[sample_id] = self._complete(read_record(record_path(self.path, sample_id)))
         return [self._results[i] for i in self.ids if i in self._results]
+
+    def _complete(self, result: SampleResult) -> SampleResult:
+        """A scored record holds counts for the baseline and every strategy of the run."""
+        wanted = ["baseline", *(self.manifest or {}).get("strategies", [])]
+        missing = [name for name in wanted if name not in result.counts]
+        if result.unscored_reason is None and missing:
+            raise RunFolderError(f"{record_path(self.path, result.id)}: no counts for {', '.join(missing)}; "
+                                 "delete it to recompute that sample")  # fmt: skip
+        return result
 
     @classmethod
     def open(cls, path: str | Path) -> RunFolder:
@@ -241,7 +250,7 @@ class RunFolder(Callback):
         folder.manifest = manifest
         folder.ids = list(manifest.get("ids") or [])
         if not folder.ids:  # a manifest without ids: every record in the folder
-            folder._results = {r.id: r for r in load_results(folder.path)}
+            folder._results = {r.id: folder._complete(r) for r in load_results(folder.path)}
             folder.ids = sorted(folder._results)
         return folder
 
