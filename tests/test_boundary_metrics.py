@@ -235,7 +235,9 @@ def test_report_metrics_option_and_rebuild_reproduce_the_intervals(tmp_path):
         assert all(s[ci] is None or s[ci][0] <= s[gain] <= s[ci][1] for s in crf["strata"])
     code, table, err = cli("report", str(out), "--metrics", "boundary_iou", "mba")
     assert code == 0, err
-    assert "Boundary IoU gain [95% CI]" in table and "mIoU baseline" not in table
+    assert "Which strategy wins where: Boundary IoU gain" in table  # the first chosen metric in the terminal
+    summary = (out / "summary.md").read_text()  # the full table has the chosen columns
+    assert "Boundary IoU gain [95% CI]" in summary and "mBA gain [95% CI]" in summary and "mIoU baseline" not in summary
     assert read_metrics(out) == first  # the run's own bootstrap settings, from run.json
     code, _, err = cli("report", str(out), "--metrics", "nope")
     assert code == 2 and "--metrics: unknown ['nope']" in err

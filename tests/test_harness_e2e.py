@@ -29,7 +29,8 @@ def test_cli_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli(*DEMO_ARGS, "--output_dir", str(out))
     assert "Which strategy wins where: mIoU gain" in proc.stdout and "densecrf" in proc.stdout, proc.stdout
-    assert all(len(line) <= 100 for line in proc.stdout.split("Which strategy")[1].split("NOTE")[0].splitlines())
+    view = proc.stdout.split("Which strategy")[1].split("95% CI: paired bootstrap")[0]
+    assert view.count("\n") >= 6 and all(len(line) <= 100 for line in view.splitlines())
     metrics = read_metrics(out)
     assert metrics["num_samples"] == 8 and metrics["num_unscored"] == 0
     assert set(metrics["strategies"]) == {"identity", "densecrf"}
