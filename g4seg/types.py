@@ -111,6 +111,7 @@ class SourceCounts:
     b_inter: dict[int, int] = field(default_factory=dict)  # Boundary IoU: |G_d and P_d| per class
     b_union: dict[int, int] = field(default_factory=dict)  # |G_d or P_d|
     ba: dict[int, float] = field(default_factory=dict)  # boundary accuracy per GT foreground class (mBA)
+    gt: dict[int, int] = field(default_factory=dict)  # scored GT pixels per class (pixel accuracy, mAcc)
 
 
 @dataclass

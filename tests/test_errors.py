@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from g4seg.evaluation.records import COUNT_KEYS
 from PIL import Image
 
 from conftest import DEMO, ROOT, cli, finished_run
@@ -72,10 +74,10 @@ def test_missing_diffusion_model_is_one_error_with_a_download_hint(tmp_path):
     ("{not json", "corrupt record"),
     ("{}", "not a complete record (needs id, counts)"),
     (json.dumps({"id": "other", "counts": {}, "initial_iou": {}}), "holds sample 'other'"),
-    (json.dumps({"id": "2007_000032", "counts": {"baseline": {k: {} for k in ("inter", "union", "b_inter", "b_union", "ba")}}}),
+    (json.dumps({"id": "2007_000032", "counts": {"baseline": {k: {} for k in COUNT_KEYS}}}),
      "no counts for identity, densecrf"),
-    (json.dumps({"id": "2007_000032", "counts": {"baseline": {"inter": {"1": "many"}, "union": {}, "b_inter": {},
-                                                              "b_union": {}, "ba": {}}}}), "malformed record (ValueError"),
+    (json.dumps({"id": "2007_000032", "counts": {"baseline": {**{k: {} for k in COUNT_KEYS}, "inter": {"1": "many"}}}}),
+     "malformed record (ValueError"),
 ])
 def test_broken_records(finished, tmp_path, content, expected):
     out, record = broken_copy(finished, tmp_path, content)

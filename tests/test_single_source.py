@@ -19,22 +19,27 @@ EDGES = [0, 40, 80, 100]
 def numpy_metrics(out, source: str, classes: int = 21) -> dict:
     """Dataset mIoU, per-image mIoU and per-stratum mIoU of masks/<source>/*.png, strata from
     masks/baseline (initial IoU of each (image, foreground class) instance), from scratch."""
-    inter, union = np.zeros(classes), np.zeros(classes)
+    inter, union, in_gt = np.zeros(classes), np.zeros(classes), np.zeros(classes)
     s_inter, s_union, s_count = np.zeros((3, classes)), np.zeros((3, classes)), np.zeros(3, int)
-    per_image = []
+    per_image, per_image_base = [], []
     for record_path in sorted((out / "records").glob("*.json")):
         record = json.loads(record_path.read_text())
         gt = np.asarray(Image.open(record["files"]["gt"]), dtype=np.int64)
         pred = np.asarray(Image.open(out / "masks" / source / f"{record_path.stem}.png"), dtype=np.int64)
         base = np.asarray(Image.open(out / "masks" / "baseline" / f"{record_path.stem}.png"), dtype=np.int64)
         valid = gt != 255
-        ious = []
+        ious, base_ious, present = [], [], []
         for c in range(classes):
             i, u = ((pred == c) & (gt == c) & valid).sum(), (((pred == c) | (gt == c)) & valid).sum()
             inter[c] += i
             union[c] += u
+            in_gt[c] += ((gt == c) & valid).sum()
             if u:
                 ious.append(i / u)
+            bu = (((base == c) | (gt == c)) & valid).sum()
+            if bu:  # the classes an image is judged on: in the coarse mask or the GT
+                present.append(c)
+                base_ious.append(((base == c) & (gt == c) & valid).sum() / bu)
             bu = (((base == c) | (gt == c)) & valid).sum()
             if c and bu:
                 initial = 100 * (((base == c) & (gt == c) & valid).sum()) / bu
@@ -43,9 +48,15 @@ def numpy_metrics(out, source: str, classes: int = 21) -> dict:
                 s_union[s, c] += u
                 s_count[s] += 1
         per_image.append(np.mean(ious))
+        ref_ious = [i / u for c in present if (u := (((pred == c) | (gt == c)) & valid).sum()) for i in [((pred == c) & (gt == c) & valid).sum()]]
+        per_image_base.append(100 * (np.mean(ref_ious) if ref_ious else 0.0) - 100 * np.mean(base_ious))
     seen = union > 0
+    has_gt = in_gt > 0
+    wins = int((np.array(per_image_base) > 0).sum())
     strata = [(int(s_count[s]), 100 * np.mean(s_inter[s][s_union[s] > 0] / s_union[s][s_union[s] > 0])) for s in range(3)]
-    return {"miou": 100 * np.mean(inter[seen] / union[seen]), "miou_image": 100 * np.mean(per_image), "strata": strata}
+    return {"miou": 100 * np.mean(inter[seen] / union[seen]), "miou_image": 100 * np.mean(per_image), "strata": strata,
+            "pixel_accuracy": 100 * inter.sum() / in_gt.sum(), "macc": 100 * np.mean(inter[has_gt] / in_gt[has_gt]),
+            "wins": wins}
 
 
 def test_run_metrics_equal_a_numpy_recomputation_from_the_written_masks(tmp_path):
@@ -57,6 +68,10 @@ def test_run_metrics_equal_a_numpy_recomputation_from_the_written_masks(tmp_path
         got = metrics["strategies"]["densecrf"]
         assert got[f"miou_{key}"] == pytest.approx(want["miou"], abs=1e-9)
         assert got[f"miou_image_{key}"] == pytest.approx(want["miou_image"], abs=1e-9)
+        assert got[f"pixel_accuracy_{key}"] == pytest.approx(want["pixel_accuracy"], abs=1e-9)
+        assert got[f"macc_{key}"] == pytest.approx(want["macc"], abs=1e-9)
+        if source == "densecrf":  # images whose mIoU over their classes went up
+            assert got["images"]["wins"] == want["wins"] and sum(got["images"].values()) == 6
         for stratum, (count, miou) in zip(got["strata"], want["strata"]):
             assert stratum["count"] == count
             assert stratum[f"miou_{key}"] == pytest.approx(miou, abs=1e-9)

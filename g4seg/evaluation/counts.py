@@ -24,9 +24,11 @@ def pixel_counts(
     if p.numel() and (int(p.max()) >= num_classes or int(p.min()) < 0):
         raise ValueError(f"prediction holds labels outside 0..{num_classes - 1}")
     inter = torch.bincount(p[p == g], minlength=num_classes)
-    union = torch.bincount(p, minlength=num_classes) + torch.bincount(g, minlength=num_classes) - inter
+    in_gt = torch.bincount(g, minlength=num_classes)
+    union = torch.bincount(p, minlength=num_classes) + in_gt - inter
     present = torch.nonzero(union).flatten().tolist()
-    counts = SourceCounts({c: int(inter[c]) for c in present}, {c: int(union[c]) for c in present})
+    counts = SourceCounts({c: int(inter[c]) for c in present}, {c: int(union[c]) for c in present},
+                          gt={c: int(in_gt[c]) for c in present if int(in_gt[c])})  # fmt: skip
     if boundaries is not None:
         pred_np = pred.numpy()
         counts.b_inter, counts.b_union = boundaries.boundary_counts(pred_np, present)

@@ -12,6 +12,8 @@ the page call these same functions on the same records, so their numbers cannot 
 - Boundary IoU: the same on the boundary counts (`boundary.py`).
 - mBA: mean of the boundary accuracy over (image, GT class) instances.
 - per-image mIoU: each image's mean IoU over its classes, averaged over images.
+- pixel accuracy: correct pixels over scored ground-truth pixels; mAcc: per class, correct
+  over its ground-truth pixels (summed over images), averaged over classes.
 
 Adding a metric: one count field in `SourceCounts` (if it needs new counts) and one
 function here, registered in `METRIC_FUNCTIONS` with a title.
@@ -96,11 +98,38 @@ def miou_image(t: Table, mask: np.ndarray, w: np.ndarray) -> np.ndarray:
     return _ratio_mean((w @ per_image)[:, None], (w @ (k > 0).astype(np.float64))[:, None])
 
 
+def pixel_accuracy(t: Table, mask: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Correct pixels over scored GT pixels (of the section's classes)."""
+    return _ratio_mean((w @ (t["inter"] * mask).sum(1))[:, None], (w @ (t["gt"] * mask).sum(1))[:, None])
+
+
+def mean_accuracy(t: Table, mask: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per class, correct pixels over its GT pixels (summed over images); mean over classes."""
+    return _ratio_mean(w @ (t["inter"] * mask), w @ (t["gt"] * mask))
+
+
 METRIC_FUNCTIONS: dict[str, Callable[[Table, np.ndarray, np.ndarray], np.ndarray]] = {
     "miou": miou, "boundary_iou": boundary_iou, "mba": mba, "miou_image": miou_image,
+    "pixel_accuracy": pixel_accuracy, "macc": mean_accuracy,
 }  # fmt: skip
 METRICS = tuple(METRIC_FUNCTIONS)
-TITLES = {"miou": "mIoU", "boundary_iou": "Boundary IoU", "mba": "mBA", "miou_image": "per-image mIoU"}
+TITLES = {"miou": "mIoU", "boundary_iou": "Boundary IoU", "mba": "mBA", "miou_image": "per-image mIoU",
+          "pixel_accuracy": "pixel accuracy", "macc": "mAcc"}  # fmt: skip
+
+
+def image_gains(base: Table, ref: Table, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: refined minus coarse mIoU (percent) over the section's classes that occur
+    in the coarse mask or the GT, and whether the image has any such class."""
+    classes = (base["union"] > 0) & mask
+    k = classes.sum(1)
+
+    def mean_iou(t: Table) -> np.ndarray:
+        seen = (t["union"] > 0) & classes
+        iou = np.divide(t["inter"], t["union"], out=np.zeros_like(t["inter"]), where=seen)
+        n = seen.sum(1)
+        return 100.0 * np.divide(iou.sum(1), n, out=np.zeros(len(n)), where=n > 0)
+
+    return mean_iou(ref) - mean_iou(base), k > 0
 
 
 def metric_keys(metric: str) -> tuple[str, str, str, str]:

@@ -16,7 +16,8 @@ from ..files import safe_name
 from ..types import SampleResult, SourceCounts
 
 RECORDS = "records"
-COUNT_KEYS = ("inter", "union", "b_inter", "b_union", "ba")
+COUNT_KEYS = ("inter", "union", "b_inter", "b_union", "ba", "gt")
+INT_KEYS = ("inter", "union", "b_inter", "b_union", "gt")
 REQUIRED = ("id", "counts")
 
 
@@ -48,7 +49,7 @@ def from_record(record: dict, path: Path | str = "record") -> SampleResult:
             if missing:
                 raise RecordError(f"{path}: counts of {name!r} lack {', '.join(missing)}; delete it to recompute "
                                   "that sample")  # fmt: skip
-            ints = {key: {int(k): int(v) for k, v in c[key].items()} for key in COUNT_KEYS[:4]}
+            ints = {key: {int(k): int(v) for k, v in c[key].items()} for key in INT_KEYS}
             counts[name] = SourceCounts(**ints, ba={int(k): float(v) for k, v in c["ba"].items()})
         return SampleResult(
             id=str(record["id"]),

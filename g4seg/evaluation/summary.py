@@ -14,7 +14,7 @@ import numpy as np
 
 from ..types import BASELINE, SampleResult
 from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, percentile_interval, resample_weights
-from .metrics import METRIC_FUNCTIONS, METRICS, check_edges, metric_keys, per_class
+from .metrics import METRIC_FUNCTIONS, METRICS, check_edges, image_gains, metric_keys, per_class
 from .tables import CountTables
 
 
@@ -38,6 +38,10 @@ def summarize(results: Sequence[SampleResult], strategies: Sequence[str], class_
                 section.update({kb: b, kr: r, kg: r - b})
                 if weights is not None:
                     section[kc] = percentile_interval(f(ref, mask, weights) - f(base, mask, weights))
+        for section, mask in zip(sections, masks):
+            gains, valid = image_gains(base, ref, mask)
+            g = gains[valid]
+            section["images"] = {"wins": int((g > 0).sum()), "ties": int((g == 0).sum()), "losses": int((g < 0).sum())}
         entry = sections[0]
         entry["strata"] = [{"low": lo, "high": hi, "count": int(mask.sum()), **section}
                            for lo, hi, mask, section in zip(edges, edges[1:], masks[1:], sections[1:])]  # fmt: skip

@@ -18,6 +18,7 @@ def voc_like_records(rng, n: int, strategies: list[str], classes: int = 21) -> l
                             "union": {str(c): v + int(rng.integers(1, 5000)) for c, v in inter.items()},
                             "b_inter": {str(c): v // 10 for c, v in inter.items()},
                             "b_union": {str(c): v // 10 + 500 for c, v in inter.items()},
-                            "ba": {str(c): float(rng.random()) for c in present[1:]}}  # fmt: skip
+                            "ba": {str(c): float(rng.random()) for c in present[1:]},
+                            "gt": {str(c): v + int(rng.integers(0, 2000)) for c, v in inter.items()}}  # fmt: skip
         records.append({"id": str(i), "counts": counts})
     return records

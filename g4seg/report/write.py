@@ -47,6 +47,8 @@ def rows(metrics: dict) -> list[dict]:
     for name, m in metrics["strategies"].items():
         for stratum, count, entry in [("all", "", m)] + [(f"{s['low']:g}-{s['high']:g}", s["count"], s) for s in m["strata"]]:
             row = {"strategy": name, "stratum": stratum, "count": count}
+            images = entry.get("images") or {}
+            row["images_won"] = f"{images.get('wins', 0)}/{sum(images.values())}" if images else ""
             for metric in METRICS:
                 row.update(_cells(entry, metric))
             out.append(row)
@@ -59,7 +61,7 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequ
     for metric in shown:
         t = TITLES[metric]
         head += [f"{t} baseline", f"{t} refined", f"{t} gain [95% CI]"]
-    head.append("s/image")
+    head += ["images improved", "s/image"]
     lines = [
         f"samples: {metrics['num_samples']} (not scored, ground truth all ignore: {metrics['num_unscored']})",
         "",
@@ -73,6 +75,7 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequ
             ci = [r[f"{metric}_ci_low"], r[f"{metric}_ci_high"]] if r[f"{metric}_ci_low"] is not None else None
             values = ["—", "—"] if empty else [fmt(r[f"{metric}_baseline"]), fmt(r[f"{metric}_refined"])]
             cells += [*values, gain_text(r[f"{metric}_gain"], ci, r["count"])]
+        cells.append(r["images_won"])
         cells.append(fmt(seconds.get(r["strategy"])) if r["stratum"] == "all" else "")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + stratum_footnote(metrics) if stratum_footnote(metrics) else []
