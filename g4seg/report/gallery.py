@@ -19,10 +19,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..evaluation.metrics import class_iou, instance_ious, stratum_of
+from ..evaluation.metrics import image_gains
+from ..evaluation.tables import CountTables
 from ..files import atomic_write_bytes, safe_name
 from ..images import read_image
-from ..types import BASELINE, IGNORE_INDEX, SampleResult, SourceCounts
+from ..types import BASELINE, IGNORE_INDEX, SampleResult
 from .palette import PALETTE
 
 THUMB_SIDE = 128
@@ -42,40 +43,13 @@ def stratum_names(edges: Sequence[float]) -> list[str]:
     return [ALL] + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:])]
 
 
-def section_classes(result: SampleResult, edges: Sequence[float], stratum: str) -> list[int]:
-    """The classes a sample is judged on in a section: all its classes, or its instances
-    (foreground classes with a coarse IoU) in the stratum."""
-    if stratum == ALL:
-        return sorted(result.counts[BASELINE].union)
-    index = stratum_names(edges).index(stratum) - 1
-    return sorted(c for c, iou in instance_ious(result.counts[BASELINE]).items() if stratum_of(iou, edges) == index)
-
-
-def image_miou(counts: SourceCounts, classes: Sequence[int]) -> float | None:
-    """Mean IoU (percent) of one image over those of `classes` that occur in it."""
-    ious = [iou for c in classes if (iou := class_iou(counts, c)) is not None]
-    return sum(ious) / len(ious) if ious else None
-
-
-def sample_gain(result: SampleResult, strategy: str, classes: Sequence[int]) -> float | None:
-    base, ref = image_miou(result.counts[BASELINE], classes), image_miou(result.counts[strategy], classes)
-    if base is None:
-        return None
-    return (ref or 0.0) - base
-
-
-def select(results: Sequence[SampleResult], strategy: str, edges: Sequence[float], stratum: str, n: int) -> tuple[list[Shown], list[Shown]]:
-    """(best, worst) of the scored samples: the n largest gains, highest first, and the n
-    smallest not already among the best, lowest first."""
-    ranked = []
-    for result in results:
-        if result.unscored_reason is not None:
-            continue
-        classes = section_classes(result, edges, stratum)
-        gain = sample_gain(result, strategy, classes) if classes else None
-        if gain is not None:
-            ranked.append(Shown(result.id, gain))
-    ranked.sort(key=lambda s: (-s.gain, s.id))
+def select(tables: CountTables, strategy: str, edges: Sequence[float], stratum: str, n: int) -> tuple[list[Shown], list[Shown]]:
+    """(best, worst) of the scored samples by their gain in the section (`image_gains`: the
+    mIoU over the image's classes, or its instances in the stratum): the n largest gains,
+    highest first, and the n smallest not already among the best, lowest first."""
+    mask = tables.masks(edges)[stratum_names(edges).index(stratum)]
+    gains, valid = image_gains(tables.sources[BASELINE], tables.sources[strategy], mask)
+    ranked = sorted((Shown(i, float(g)) for i, g, v in zip(tables.ids, gains, valid) if v), key=lambda s: (-s.gain, s.id))
     best = ranked[:n]
     chosen = {s.id for s in best}
     worst = [s for s in reversed(ranked) if s.id not in chosen][:n]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..evaluation.metrics import SHOWN, TITLES, class_iou, instance_ious, metric_keys
+from ..evaluation.tables import CountTables
 from ..files import atomic_write_bytes
 from ..types import BASELINE, SampleResult
 from . import winners
@@ -140,6 +141,7 @@ class Gallery:
                  class_names: Sequence[str], edges: Sequence[float], size: int) -> None:  # fmt: skip
         self.results = {r.id: r for r in results}
         self.thumbs = Thumbnails(out_dir, self.results)
+        self.tables = CountTables.build(results, [BASELINE, *strategies], len(class_names))
         self.strategies, self.class_names, self.edges, self.size = list(strategies), class_names, list(edges), size
         spec_of = {s["name"]: s for s in (config.get("model") or {}).get("strategies") or []}
         self.injector = {name: spec_of.get(name, {}).get("injector") for name in strategies}
@@ -180,7 +182,7 @@ class Gallery:
         out = []
         for strategy in self.strategies:
             for stratum in stratum_names(self.edges):
-                best, worst = select(list(self.results.values()), strategy, self.edges, stratum, self.size)
+                best, worst = select(self.tables, strategy, self.edges, stratum, self.size)
                 body = [f"<h3>{esc(strategy)}, initial IoU {esc(stratum)}: {len(best)} best</h3>"]
                 body += [self.row(s, strategy, "best") for s in best]
                 if worst:
