@@ -105,7 +105,7 @@ def refine(
         class_ids: dataset ids of the K probability channels (background first) when K is
             not the number of classes.
     """
-    from .run.module import UNCHANGED, G4SegModule, StrategySpec
+    from .run.module import G4SegModule, StrategySpec
 
     names = resolve_classes(class_names if isinstance(class_names, str) else list(class_names))
     if isinstance(image, (str, Path)):
@@ -126,7 +126,4 @@ def refine(
     module = G4SegModule([StrategySpec("refined", refiners, "injector" if injector else None)], injectors, names)
     sample = Sample("image", image, torch.full(image.shape[:2], IGNORE_INDEX, dtype=torch.int64), names, probs)
     generated, _ = module.generate([sample])
-    refined = module.run_strategies(sample, generated)[0]["refined"]
-    if torch.equal(refined.labels(), probs.labels()) and not all(r.changes_nothing for r in refiners):
-        refined = refined.with_probs(refined.probs, UNCHANGED)  # as `g4seg predict` notes it
-    return refined
+    return module.run_strategies(sample, generated)[0]["refined"]

@@ -28,15 +28,16 @@ class Configured(nn.Module):
         init = cls.__dict__.get("__init__")
         if init is None:
             return
+        signature = inspect.signature(init)
 
         @functools.wraps(init)
         def recording_init(self, *args, **kw):
             if "_settings" not in self.__dict__:  # the outermost (most derived) constructor
-                bound = inspect.signature(init).bind(self, *args, **kw)
+                bound = signature.bind(self, *args, **kw)
                 bound.apply_defaults()
                 settings = {}
                 for name, value in list(bound.arguments.items())[1:]:
-                    if inspect.signature(init).parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                    if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
                         settings.update(value)
                     else:
                         settings[name] = value

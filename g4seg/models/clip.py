@@ -47,7 +47,7 @@ def trained_with_quick_gelu(model: str, pretrained: str | None) -> bool | None:
     for tag in tags:
         cfg = open_clip.get_pretrained_cfg(model, tag)
         repo = (cfg.get("hf_hub") or "").strip("/").split("/")[-1]
-        if repo and (repo in str(path) or repo.replace("/", "--") in str(path)):
+        if repo and repo in str(path):
             return bool(cfg.get("quick_gelu", False))
         if cfg.get("url") and path.is_file():
             digest = digest or _sha256(path)

@@ -43,11 +43,11 @@ def stratum_names(edges: Sequence[float]) -> list[str]:
     return [ALL] + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:])]
 
 
-def select(tables: CountTables, strategy: str, edges: Sequence[float], stratum: str, n: int) -> tuple[list[Shown], list[Shown]]:
-    """(best, worst) of the scored samples by their gain in the section (`image_gains`: the
-    mIoU over the image's classes, or its instances in the stratum): the n largest gains,
-    highest first, and the n smallest not already among the best, lowest first."""
-    mask = tables.masks(edges)[stratum_names(edges).index(stratum)]
+def select(tables: CountTables, strategy: str, mask, n: int) -> tuple[list[Shown], list[Shown]]:
+    """(best, worst) of the scored samples by their gain in the section whose (image, class)
+    entries `mask` marks (`image_gains`: the mIoU over the image's classes, or its instances
+    in the stratum): the n largest gains, highest first, and the n smallest not already among
+    the best, lowest first."""
     gains, valid = image_gains(tables.sources[BASELINE], tables.sources[strategy], mask)
     ranked = sorted((Shown(i, float(g)) for i, g, v in zip(tables.ids, gains, valid) if v), key=lambda s: (-s.gain, s.id))
     best = ranked[:n]

@@ -142,6 +142,7 @@ class Gallery:
         self.results = {r.id: r for r in results}
         self.thumbs = Thumbnails(out_dir, self.results)
         self.tables = CountTables.build(results, [BASELINE, *strategies], len(class_names))
+        self.masks = dict(zip(stratum_names(edges), self.tables.masks(edges)))  # once, for every strategy
         self.strategies, self.class_names, self.edges, self.size = list(strategies), class_names, list(edges), size
         spec_of = {s["name"]: s for s in (config.get("model") or {}).get("strategies") or []}
         self.injector = {name: spec_of.get(name, {}).get("injector") for name in strategies}
@@ -182,7 +183,7 @@ class Gallery:
         out = []
         for strategy in self.strategies:
             for stratum in stratum_names(self.edges):
-                best, worst = select(self.tables, strategy, self.edges, stratum, self.size)
+                best, worst = select(self.tables, strategy, self.masks[stratum], self.size)
                 body = [f"<h3>{esc(strategy)}, initial IoU {esc(stratum)}: {len(best)} best</h3>"]
                 body += [self.row(s, strategy, "best") for s in best]
                 if worst:

@@ -78,7 +78,8 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequ
         cells.append(r["images_won"])
         cells.append(fmt(seconds.get(r["strategy"])) if r["stratum"] == "all" else "")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [""] + stratum_footnote(metrics) if stratum_footnote(metrics) else []
+    footnote = stratum_footnote(metrics)
+    lines += ["", *footnote] if footnote else []
     if "bootstrap" in metrics:
         b = metrics["bootstrap"]
         lines += ["", f"95% CI: paired bootstrap over images, {b['resamples']} resamples, seed {b['seed']}."]

@@ -123,7 +123,7 @@ def report_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     folder = RunFolder.open(args.output_dir)
     run = ((folder.manifest or {}).get("config") or {}).get("scoring") or {}
-    pick = lambda given, key, default: default if given is None and key not in run else run[key] if given is None else given  # noqa: E731
+    pick = lambda given, key, default: given if given is not None else run.get(key, default)  # noqa: E731
     settings = ReportSettings(check_shown(args.metrics or run.get("metrics") or SHOWN),
                               pick(args.bootstrap, "bootstrap", DEFAULT_RESAMPLES), pick(args.seed, "seed", DEFAULT_SEED),
                               pick(args.gallery, "gallery", 12))  # fmt: skip

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..errors import RunFolderError
 from ..evaluation.records import RECORDS, load_results, read_record, record_path, stored_ids
 from ..files import atomic_write_json, open_no_follow
-from ..types import SampleResult
+from ..types import BASELINE, SampleResult
 
 MANIFEST = "run.json"
 FINGERPRINT_VERSION = 3  # 3: records hold their input files and no initial IoUs (derived from the counts)
@@ -233,7 +233,7 @@ class RunFolder(Callback):
 
     def _complete(self, result: SampleResult) -> SampleResult:
         """A scored record holds counts for the baseline and every strategy of the run."""
-        wanted = ["baseline", *(self.manifest or {}).get("strategies", [])]
+        wanted = [BASELINE, *(self.manifest or {}).get("strategies", [])]
         missing = [name for name in wanted if name not in result.counts]
         if result.unscored_reason is None and missing:
             raise RunFolderError(f"{record_path(self.path, result.id)}: no counts for {', '.join(missing)}; "

@@ -170,11 +170,15 @@ class G4SegModule(L.LightningModule):
         return generated, seconds
 
     @torch.no_grad()
-    def run_strategies(self, sample: Sample, generated: dict[str, dict[str, Generated]]) -> tuple[dict[str, ClassProbs], dict[str, float]]:
-        """Every strategy's refined probabilities and refining time; each distinct chain
-        prefix computed once (its time counted for every strategy that uses it)."""
+    def run_strategies(self, sample: Sample, generated: dict[str, dict[str, Generated]]
+                       ) -> tuple[dict[str, ClassProbs], dict[str, torch.Tensor], dict[str, float]]:  # fmt: skip
+        """Every strategy's refined probabilities, label map and refining time; each distinct
+        chain prefix computed once (its time counted for every strategy that uses it). A
+        strategy whose labels equal the coarse mask's gets the note UNCHANGED (never silently
+        idle), except the Identity control."""
         done: dict[tuple, tuple[ClassProbs, float]] = {}
-        out, seconds = {}, {}
+        out, labels, seconds = {}, {}, {}
+        coarse = sample.coarse.labels()
         for spec in self.specs:
             gen = generated[spec.injector].get(sample.id) if spec.injector else None
             probs, total = sample.coarse, 0.0
@@ -184,8 +188,11 @@ class G4SegModule(L.LightningModule):
                     done[key] = (refiner.refine(sample, probs, gen), time.perf_counter() - start)
                 probs, spent = done[key]
                 total += spent
+            labels[spec.name] = probs.labels()
+            if torch.equal(labels[spec.name], coarse) and not all(r.changes_nothing for r in spec.refiners):
+                probs = probs.with_probs(probs.probs, UNCHANGED)
             out[spec.name], seconds[spec.name] = probs, total
-        return out, seconds
+        return out, labels, seconds
 
     @torch.no_grad()
     def refine_sample(
@@ -196,16 +203,14 @@ class G4SegModule(L.LightningModule):
         boundaries = GroundTruthBoundaries(sample.gt.numpy(), self.boundary_dilation)
         counts = {BASELINE: pixel_counts(labels[BASELINE], sample.gt, n, boundaries)}
         notes = {BASELINE: list(sample.coarse.notes)} if sample.coarse.notes else {}
-        refined_all, seconds = self.run_strategies(sample, generated)
+        refined_all, refined_labels, seconds = self.run_strategies(sample, generated)
         for spec in self.specs:
             refined = refined_all[spec.name]
             seconds[spec.name] += injector_seconds.get(spec.injector, 0.0)
             if refined.size != sample.size:
                 raise RuntimeError(f"strategy {spec.name!r} returned {refined.size} for sample {sample.id} of {sample.size}")
             own = [n for n in refined.notes if n not in sample.coarse.notes]
-            labels[spec.name] = refined.labels()
-            if torch.equal(labels[spec.name], labels[BASELINE]) and not all(r.changes_nothing for r in spec.refiners):
-                own.append(UNCHANGED)  # never silently idle: the report counts these samples
+            labels[spec.name] = refined_labels[spec.name]
             if own:
                 notes[spec.name] = own
             counts[spec.name] = pixel_counts(labels[spec.name], sample.gt, n, boundaries)
