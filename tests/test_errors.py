@@ -147,7 +147,8 @@ def test_data_error_on_one_rank_of_a_ddp_run(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("g4seg")]
     assert lines[0].startswith("g4seg: error (process 1): ") and "2007_000129.jpg: cannot read image" in lines[0]
-    assert lines[1:] in ([], ["g4seg: process 0 stopped: another process of this DDP run failed (its error is above)"])
+    assert lines[1:] in ([], ["g4seg: process 0 stopped because another process of this run ended; if that one failed, "
+                              "its 'g4seg: error (process N...)' line is above, otherwise it was killed"])
 
 
 def test_image_suffix_in_capitals_is_found(tmp_path):

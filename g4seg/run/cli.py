@@ -24,6 +24,7 @@ from ..evaluation.metrics import SHOWN
 from .folder import RunFolder
 from .module import G4SegModule
 from .scoring import Scoring
+from .stopping import RunStopped, StopOnSignal
 from .writer import ResultWriter
 
 
@@ -51,7 +52,8 @@ class G4SegCLI(LightningCLI):
         self.folder = RunFolder(get("output_dir"), get("fresh"))
         scoring = get("scoring")
         scoring = dict(scoring) if not hasattr(scoring, "as_dict") else scoring.as_dict()
-        extra = [self.folder, ResultWriter(self.folder, save_generated=get("save_generated")), Scoring(self.folder, **scoring)]
+        extra = [self.folder, ResultWriter(self.folder, save_generated=get("save_generated")), Scoring(self.folder, **scoring),
+                 StopOnSignal(self.folder.progress)]  # last: a batch's records are written before a stop  # fmt: skip
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def before_predict(self) -> None:
@@ -68,6 +70,7 @@ class G4SegCLI(LightningCLI):
                 f"use --trainer.devices {len(ids)} (or fewer)"
             )
         main = self.trainer.global_rank == 0
+        PLACE.update(rank=self.trainer.global_rank, node=self.trainer.node_rank, nodes=self.trainer.num_nodes)
         self.folder.claim(config, list(ids), self.model.strategy_names, list(self.datamodule.class_names),
                           list(self.model.strata_edges), main=main)  # fmt: skip
         coarse = ((config.get("data") or {}).get("init_args") or {}).get("coarse")
@@ -150,7 +153,7 @@ PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote wo
 
 
 def peer_failed(exc: BaseException | None) -> bool:
-    """A collective broke because another process of a DDP run stopped (it printed why)."""
+    """A collective broke because another process of a DDP run stopped."""
     return any(isinstance(e, RuntimeError) and any(p in str(e) for p in PEER_GONE) for e in causes(exc))
 
 
@@ -161,6 +164,51 @@ def one_line(exc: BaseException) -> str:
         last = text.splitlines()[-1]
         text = last.split(": ", 1)[1] if last.startswith(("g4seg.", "datamodules.", "strategies.")) else last
     return text
+
+
+# where this process sits in the run; the Trainer fills it in, the environment stands in before
+PLACE: dict[str, int] = {}
+
+
+def _env_int(*names: str) -> int | None:
+    for name in names:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+def place() -> tuple[int, int, int]:
+    """(global rank, node rank, number of nodes) under Lightning's launcher, torchrun or SLURM."""
+    rank = PLACE.get("rank", _env_int("RANK", "SLURM_PROCID", "LOCAL_RANK") or 0)
+    node = PLACE.get("node", _env_int("NODE_RANK", "GROUP_RANK", "SLURM_NODEID") or 0)
+    nodes = PLACE.get("nodes", max(_env_int("SLURM_NNODES", "GROUP_WORLD_SIZE") or 1, node + 1))
+    return rank, node, nodes
+
+
+def process_label() -> str:
+    """"" for the only (or first) process of a one-machine run; else "process R[, node N]"."""
+    rank, node, nodes = place()
+    return f"process {rank}, node {node}" if nodes > 1 else (f"process {rank}" if rank else "")
+
+
+def report_failure(exc: BaseException) -> int:
+    """One line for what a user can act on, and its exit code; raises what is a bug."""
+    label = process_label()
+    stopped = next((e for e in causes(exc) if isinstance(e, RunStopped)), None)
+    if stopped is not None:  # every process stopped together; the first one says so
+        if not label or place()[0] == 0:
+            print(f"g4seg: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    found = user_error(exc)
+    if found is None and peer_failed(exc):
+        where = "on its node's terminal" if place()[2] > 1 else "above"
+        print(f"g4seg: {label or 'process 0'} stopped because another process of this run ended; if that one failed, "
+              f"its 'g4seg: error (process N...)' line is {where}, otherwise it was killed", file=sys.stderr)  # fmt: skip
+        return 2
+    if found is None:
+        raise exc
+    print(f"g4seg: error ({label}): " if label else "g4seg: error: ", one_line(found), sep="", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,20 +228,10 @@ def main(argv: list[str] | None = None) -> None:
             args=argv,  # None: LightningCLI reads sys.argv itself
             seed_everything_default=0,
         )
+    except SystemExit:
+        raise
     except BaseException as e:  # noqa: BLE001 - the user error may be wrapped by jsonargparse/Lightning
-        if isinstance(e, SystemExit):
-            raise
-        found = user_error(e)
-        rank = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
-        if found is None and peer_failed(e):
-            print(f"g4seg: process {rank} stopped: another process of this DDP run failed (its error is above)",
-                  file=sys.stderr)  # fmt: skip
-            sys.exit(2)
-        if found is None:
-            raise
-        prefix = "g4seg: error: " if rank == "0" else f"g4seg: error (process {rank}): "
-        print(prefix + one_line(found), file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report_failure(e))
 
 
 if __name__ == "__main__":

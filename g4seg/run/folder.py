@@ -231,6 +231,10 @@ class RunFolder(Callback):
                 self._results[sample_id] = self._complete(read_record(record_path(self.path, sample_id)))
         return [self._results[i] for i in self.ids if i in self._results]
 
+    def progress(self) -> str:
+        done = len(stored_ids(self.path, self.ids))
+        return f"{done} of {len(self.ids)} samples are done and kept in {self.path}"
+
     def _complete(self, result: SampleResult) -> SampleResult:
         """A scored record holds counts for the baseline and every strategy of the run."""
         wanted = [BASELINE, *(self.manifest or {}).get("strategies", [])]
