@@ -21,4 +21,8 @@ class RecordError(DataError):
     """A per-sample record on disk that cannot be read back."""
 
 
-USER_ERRORS = (DataError, ModelNotFoundError, ConfigError)
+class NoSpaceError(OSError):
+    """The disk of the output folder is full (or over quota); what was written stays whole."""
+
+
+USER_ERRORS = (DataError, ModelNotFoundError, ConfigError, NoSpaceError)

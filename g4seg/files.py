@@ -3,10 +3,16 @@ open() would give; and the one mapping from sample ids to file names."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from .errors import NoSpaceError
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _umask() -> int:
@@ -18,20 +24,39 @@ def _umask() -> int:
 UMASK = _umask()
 
 
+def size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def no_space(path: Path, needed: int, error: OSError) -> NoSpaceError:
+    """The one message for a full disk: which file, how much it needed, how much is free."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    what = "no space left" if error.errno == errno.ENOSPC else "disk quota exceeded"
+    return NoSpaceError(f"{path}: {what} on the device of {folder} ({size(free)} free, "
+                        f"{size(max(needed, 1))} needed for this file); free some space, then rerun the same "
+                        "command: what was written is whole and is kept")  # fmt: skip
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Temp file in the same folder, then rename. The file gets 0666 less the umask, not
-    mkstemp's 0600."""
+    mkstemp's 0600. A full disk leaves no temp file and says so in one line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in FULL:
+            raise no_space(path, len(data), e) from None
         raise
 
 

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import RunFolderError
 from ..evaluation.records import RECORDS, load_results, read_record, record_path, stored_ids
-from ..files import atomic_write_json, open_no_follow
+from ..files import FULL, atomic_write_json, no_space, open_no_follow
 from ..types import BASELINE, SampleResult
 
 MANIFEST = "run.json"
@@ -129,6 +129,8 @@ class FolderLock:
         try:
             fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as e:
+            if e.errno in FULL:
+                raise no_space(self.path, 0, e) from None
             raise RunFolderError(f"{self.path}: cannot open the run lock ({e.strerror}; a symbolic link is refused); "
                                  "remove it or use another --output_dir") from None  # fmt: skip
         try:
@@ -140,8 +142,13 @@ class FolderLock:
                 f"{self.path.parent}: another g4seg run (pid {holder}) is writing to this folder; "
                 "wait for it or use another --output_dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        pid = str(os.getpid()).encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, pid)
+        except OSError as e:  # the pid is only shown to a second run; the lock itself holds
+            if e.errno not in FULL:
+                raise
         self.fd = fd
 
     def release(self) -> None:
@@ -206,6 +213,8 @@ class RunFolder(Callback):
             os.close(open_no_follow(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             probe.unlink()
         except OSError as e:
+            if e.errno in FULL:
+                raise no_space(out / ".write-test", 0, e) from None
             raise RunFolderError(f"{out}: output folder is not writable ({e.strerror}); choose another --output_dir") from None
         lock = FolderLock(out)
         lock.acquire()
@@ -274,3 +283,6 @@ class RunFolder(Callback):
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self.release()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.release()  # Lightning skips teardown hooks after an exception; a caller in this process may rerun
