@@ -198,7 +198,8 @@ class CLIPSegmenter(CoarseProducer, CoarseSource):
         return [self.make(s.id, s.image.numpy(), s.gt.numpy(), len(s.class_names), s.class_names) for s in samples]
 
     @torch.no_grad()
-    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None) -> ClassProbs:
+    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None,
+             digests=None) -> ClassProbs:  # fmt: skip
         class_names = class_names or [f"class {i}" for i in range(num_classes)]
         text, owner = self.text_features(list(class_names))
         owner_t = torch.tensor(owner)

@@ -24,11 +24,12 @@ from .io import DataError, read_label_map, read_probabilities
 
 
 class CoarseSource(ABC):
-    """Makes the coarse prediction of one sample."""
+    """Makes the coarse prediction of one sample; a source that reads a file notes its hash
+    in `digests` (path -> SHA-256), so a resumed run recomputes a sample whose file changed."""
 
     @abstractmethod
     def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int,
-             class_names: Sequence[str] | None = None) -> ClassProbs: ...  # fmt: skip
+             class_names: Sequence[str] | None = None, digests: dict[str, str] | None = None) -> ClassProbs: ...  # fmt: skip
 
 
 class CoarseFromFiles(CoarseSource):
@@ -45,17 +46,18 @@ class CoarseFromFiles(CoarseSource):
         self.soften_sigma = soften_sigma
         self.confidence = confidence
 
-    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None) -> ClassProbs:
+    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None,
+             digests=None) -> ClassProbs:  # fmt: skip
         size = image.shape[:2]
         for suffix in (".npz", ".npy"):
             path = self.folder / f"{sample_id}{suffix}"
             if path.exists():
-                ids, probs = read_probabilities(path, num_classes, size)
+                ids, probs = read_probabilities(path, num_classes, size, digests)
                 return ClassProbs(torch.from_numpy(ids), torch.from_numpy(probs))
         path = self.folder / f"{sample_id}.png"
         if not path.exists():
             raise DataError(f"{self.folder}: no coarse mask for sample {sample_id!r} (looked for .png, .npz, .npy)")
-        labels = read_label_map(path, num_classes, size, what="coarse mask")
+        labels = read_label_map(path, num_classes, size, what="coarse mask", digests=digests)
         ids = np.union1d([0], labels[labels != IGNORE_INDEX])
         return probs_from_labels(labels, ids, self.soften_sigma, self.confidence)
 
@@ -101,7 +103,8 @@ class SyntheticDegradation(CoarseSource):
         self.seed = seed
         self.iterations = iterations
 
-    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None) -> ClassProbs:
+    def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None,
+             digests=None) -> ClassProbs:  # fmt: skip
         filled = fill_ignored(gt)
         classes = [int(c) for c in np.unique(gt) if c not in (0, IGNORE_INDEX)]
         masks = {c: self.degrade_class(sample_id, c, filled == c, gt) for c in classes}

@@ -73,16 +73,22 @@ class FolderDataset(Dataset):
             return AlreadyDone(sample_id)
         image_path = inside(find_image(self.image_dir, sample_id), self.image_dir, sample_id)
         gt_path = inside(self.gt_dir / f"{sample_id}.png", self.gt_dir, sample_id)
-        image = read_image(image_path)
-        gt = read_label_map(gt_path, len(self.class_names), image.shape[:2], "ground truth")
-        coarse = None if self.coarse is None else self.coarse.make(sample_id, image, gt, len(self.class_names), self.class_names)
+        digests: dict[str, str] = {}  # path -> SHA-256 of the bytes read, for the resume check
+        image = read_image(image_path, digests)
+        gt = read_label_map(gt_path, len(self.class_names), image.shape[:2], "ground truth", digests)
+        coarse = None
+        if self.coarse is not None:
+            coarse = self.coarse.make(sample_id, image, gt, len(self.class_names), self.class_names, digests)
+        files = {"image": str(image_path), "gt": str(gt_path)}
+        files.update({"coarse": path for path in digests if path not in files.values()})
         return Sample(
             id=sample_id,
             image=torch.from_numpy(image),
             gt=torch.from_numpy(gt),
             class_names=self.class_names,
             coarse=coarse,
-            files={"image": str(image_path), "gt": str(gt_path)},
+            files=files,
+            digests=digests,
         )
 
 

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError  # noqa: F401
 
 from g4seg.errors import DataError
+from g4seg.files import read_hashed
 from g4seg.images import read_image
 
 __all__ = ["DataError", "check_size", "read_image", "read_label_map", "read_probabilities"]
 
 
-def read_label_map(path: Path, num_classes: int, size: tuple[int, int], what: str = "label map") -> np.ndarray:
+def read_label_map(path: Path, num_classes: int, size: tuple[int, int], what: str = "label map",
+                   digests: dict[str, str] | None = None) -> np.ndarray:  # fmt: skip
     """Class-index map from a palette or greyscale PNG; 255 = ignore.
 
     Palette PNGs are read as indices, never converted to RGB, since the VOC palette colours
     are not the class ids.
     """
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(read_hashed(path, digests))) as im:
             im.load()
             if im.mode not in ("P", "L", "I", "I;16"):
                 raise DataError(
@@ -41,21 +44,23 @@ def read_label_map(path: Path, num_classes: int, size: tuple[int, int], what: st
     return arr
 
 
-def read_probabilities(path: Path, num_classes: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def read_probabilities(path: Path, num_classes: int, size: tuple[int, int],
+                       digests: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(class_ids [K], probs [K, H, W]) from `.npy` ([C, H, W], C = all classes) or `.npz`.
 
     An `.npz` holds `probs` [K, H, W] and optionally `class_ids` [K] (background first);
     without `class_ids` it must hold all C classes.
     """
     try:
+        data = io.BytesIO(read_hashed(path, digests))
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(data, allow_pickle=False) as z:
                 if "probs" not in z:
                     raise DataError(f"{path}: .npz needs an array named 'probs' [K, H, W], has {list(z.keys())}")
                 probs = np.asarray(z["probs"], dtype=np.float32)
                 class_ids = integer_ids(path, z["class_ids"]) if "class_ids" in z else None
         else:
-            probs = np.load(path, allow_pickle=False).astype(np.float32)
+            probs = np.load(data, allow_pickle=False).astype(np.float32)
             class_ids = None
     except FileNotFoundError:
         raise DataError(f"{path}: probability file is missing") from None

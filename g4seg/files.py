@@ -4,6 +4,7 @@ open() would give; and the one mapping from sample ids to file names."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -74,3 +75,21 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o666) -> int:
     """os.open that refuses a symbolic link at `path` (a planted link would make the run
     write through it to a file outside its folder)."""
     return os.open(path, flags | os.O_NOFOLLOW, mode)
+
+
+def read_hashed(path: Path, digests: dict[str, str] | None = None) -> bytes:
+    """The file's bytes, read once; with `digests`, their SHA-256 is noted under the path, so
+    a resumed run can tell whether the very bytes a sample was computed from changed."""
+    data = Path(path).read_bytes()
+    if digests is not None:
+        digests[str(path)] = hashlib.sha256(data).hexdigest()
+    return data
+
+
+def file_digest(path: Path) -> str | None:
+    """SHA-256 of the file now, or None when it is gone."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None

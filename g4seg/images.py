@@ -8,18 +8,20 @@ images with a size mismatch that names no EXIF)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError
+from .files import read_hashed
 
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 [H, W, 3]."""
+def read_image(path: Path, digests: dict[str, str] | None = None) -> np.ndarray:
+    """RGB uint8 [H, W, 3]; `digests` notes the hash of the bytes decoded (`read_hashed`)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(read_hashed(path, digests))) as im:
             im.load()
             upright = ImageOps.exif_transpose(im)
             return np.asarray(upright.convert("RGB"), dtype=np.uint8).copy()

@@ -61,6 +61,7 @@ class Sample:
     class_names: list[str]  # of the dataset, index = class id, 0 = background
     coarse: ClassProbs | None  # None until the module's coarse stage (a model producer) fills it
     files: dict[str, str] = field(default_factory=dict)  # what was read: "image", "gt", "coarse" -> resolved path
+    digests: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the bytes read (resume check)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -127,6 +128,7 @@ class SampleResult:
     notes: dict[str, list[str]] = field(default_factory=dict)  # strategy -> what its refiners did to the input
     unscored_reason: str | None = None  # e.g. GT all ignore: counted, not scored
     files: dict[str, str] = field(default_factory=dict)  # the sample's input files (the report's gallery reads them)
+    digests: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the bytes the result was computed from
 
 
 BASELINE = "baseline"

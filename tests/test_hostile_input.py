@@ -119,3 +119,48 @@ def test_the_fingerprint_holds_the_resolved_dataset_root(tmp_path):
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["config"]["data"]["init_args"]["root"] == str((ROOT / "data/demo/voc2012").resolve())
     assert os.path.isabs(manifest["fingerprint"]["data.init_args.root"])
+
+
+def test_an_edited_input_file_is_recomputed_on_resume(tmp_path):
+    """The bytes each sample was computed from are hashed as read; a rerun recomputes the
+    samples whose ground-truth or coarse file changed, and ends with the numbers of a fresh
+    run on the edited data (not the old ones)."""
+    root = tmp_path / "voc"
+    shutil.copytree(DEMO, root)
+    coarse = tmp_path / "coarse"
+    coarse.mkdir()
+    ids = sorted(p.stem for p in (root / "SegmentationClass").glob("*.png"))[:3]
+    for i in ids:  # a segmenter's masks: the ground truth itself, a coarse file per id
+        shutil.copy(root / "SegmentationClass" / f"{i}.png", coarse / f"{i}.png")
+    args = [*BASE, "--data.init_args.root", str(root), "--data.init_args.limit", "3",
+            "--data.init_args.coarse", json.dumps({"class_path": "datamodules.CoarseFromFiles",
+                                                   "init_args": {"folder": str(coarse), "soften_sigma": 3.0}})]  # fmt: skip
+    out = tmp_path / "run"
+    code, _, err = cli(*args, "--output_dir", str(out))
+    assert code == 0, err[-2000:]
+    record = json.loads((out / "records" / f"{ids[1]}.json").read_text())
+    assert set(record["digests"]) == {record["files"]["image"], record["files"]["gt"], record["files"]["coarse"]}
+
+    def erode(path):  # a changed file: every object shrinks by a few pixels
+        import cv2
+
+        labels = np.array(Image.open(path))
+        eroded = cv2.erode(labels, np.ones((9, 9), np.uint8))
+        image = Image.fromarray(eroded.astype(np.uint8), mode="P")
+        image.putpalette(Image.open(path).getpalette())
+        image.save(path)
+
+    untouched = (out / "records" / f"{ids[0]}.json").stat().st_mtime_ns
+    erode(coarse / f"{ids[1]}.png")
+    erode(root / "SegmentationClass" / f"{ids[2]}.png")
+    code, _, err = cli(*args, "--output_dir", str(out))
+    assert code == 0, err[-2000:]
+    assert "g4seg: 2 samples' input files changed since they were computed (e.g. " in err
+    assert (out / "records" / f"{ids[0]}.json").stat().st_mtime_ns == untouched  # resumed, not recomputed
+    fresh = tmp_path / "fresh"
+    code, _, err = cli(*args, "--output_dir", str(fresh))
+    assert code == 0, err[-2000:]
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((fresh / "metrics.json").read_text())
+    before = json.loads((fresh / "metrics.json").read_text())
+    assert record["counts"] != json.loads((out / "records" / f"{ids[1]}.json").read_text())["counts"]
+    assert before["num_samples"] == 3

@@ -37,6 +37,7 @@ def to_record(result: SampleResult) -> dict:
         "random_weights": result.random_weights,
         "notes": result.notes,
         "files": result.files,
+        "digests": result.digests,
     }
 
 
@@ -60,6 +61,7 @@ def from_record(record: dict, path: Path | str = "record") -> SampleResult:
             notes=record.get("notes", {}),
             unscored_reason=record.get("unscored_reason"),
             files=record.get("files", {}),
+            digests=record.get("digests", {}),
         )
     except (TypeError, ValueError, AttributeError, KeyError) as e:
         if isinstance(e, RecordError):

@@ -140,7 +140,7 @@ class G4SegModule(L.LightningModule):
                 result = self.refine_sample(sample, generated, seconds)
             else:
                 result = SampleResult(sample.id, {}, {}, unscored_reason="ground truth is all ignore (255)",
-                                      files=sample.files)  # fmt: skip
+                                      files=sample.files, digests=sample.digests)  # fmt: skip
             results.append(result)
         return results
 
@@ -224,6 +224,7 @@ class G4SegModule(L.LightningModule):
             random_weights=[spec.name for spec in self.specs if self.uses_random_weights(spec)],
             notes=notes,
             files=sample.files,
+            digests=sample.digests,
         )
 
     def uses_random_weights(self, spec: StrategySpec) -> bool:
