@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError  # noqa: F401
 
 from g4seg.errors import DataError
 from g4seg.files import read_hashed
-from g4seg.images import read_image
+from g4seg.images import read_image, why_unreadable
 
 __all__ = ["DataError", "check_size", "read_image", "read_label_map", "read_probabilities"]
 
@@ -33,7 +33,7 @@ def read_label_map(path: Path, num_classes: int, size: tuple[int, int], what: st
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read {what} ({e})") from None
+        raise DataError(f"{path}: cannot read {what} ({why_unreadable(path, e)})") from None
     check_size(path, arr.shape[:2], size, what)
     bad = (arr >= num_classes) & (arr != 255) | (arr < 0)
     if bad.any():

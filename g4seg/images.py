@@ -28,4 +28,9 @@ def read_image(path: Path, digests: dict[str, str] | None = None) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
+        raise DataError(f"{path}: cannot read image ({why_unreadable(path, e)})") from None
+
+
+def why_unreadable(path: Path, error: Exception) -> str:
+    """PIL's reason; decoded from bytes in memory, it would name a BytesIO, not the file."""
+    return f"cannot identify image file '{path}'" if isinstance(error, UnidentifiedImageError) else str(error)
