@@ -109,3 +109,16 @@ def test_a_signal_stops_every_process_of_a_ddp_run(tmp_path, uninterrupted, sign
     out = tmp_path / "run"
     code, err, seconds = interrupt(out, [*RUN, *DDP], signum, target, processes=2)
     check_stopped_then_resumed(out, code, err, seconds, signum, uninterrupted)
+
+
+def test_kill_9_of_one_rank_stops_the_other_with_one_honest_line(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    code, err, seconds = interrupt(out, [*RUN, *DDP], signal.SIGKILL, "rank1", processes=2)
+    lines = [line for line in err.splitlines() if line.startswith("g4seg")]
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert lines == ["g4seg: process 0 stopped because another process of this run ended; if that one failed, its "
+                     "'g4seg: error (process N...)' line is above, otherwise it was killed"], err[-3000:]  # fmt: skip
+    assert seconds < 20
+    rerun = run_cli(*RUN, "--output_dir", str(out))
+    assert "samples already done" in rerun.stdout + rerun.stderr
+    assert read_metrics(out) == read_metrics(uninterrupted)
