@@ -1,9 +1,10 @@
 """The `g4seg` command (`g4seg predict ...`, `g4seg report ...`); see `run/cli.py`.
 
-The top-level help is printed from here, before Lightning and the model libraries are
-imported, so `g4seg --help` answers at once."""
+The top-level help and `g4seg report` are served from here without importing Lightning or
+the model libraries, so they answer at once."""
 
 import sys
+from pathlib import Path
 
 USAGE = """usage: g4seg {predict,report} ...
 
@@ -17,6 +18,12 @@ commands:
 """
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The paths given as `--config PATH` or `--config=PATH`."""
+    found = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    return found + [b for a, b in zip(args, args[1:]) if a == "--config"]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -24,9 +31,24 @@ def main(argv: list[str] | None = None) -> None:
         if not args:
             sys.exit(2)
         return
+    if args[0] == "report":  # no Lightning, no torch: answers in about a second
+        from .run.failures import report_failure
+        from .run.report_command import report_main
+
+        try:
+            return report_main(args[1:])
+        except Exception as e:  # noqa: BLE001 - one line for what a user can fix, a traceback for bugs
+            sys.exit(report_failure(e))
+    if args[0] != "predict":
+        print(f"{USAGE}g4seg: error: unknown command {args[0]!r} (choose predict or report)", file=sys.stderr)
+        sys.exit(2)
+    missing = [path for path in config_files(args[1:]) if not Path(path).is_file()]
+    if missing:  # the commonest mistake, answered before Lightning loads
+        print(f"g4seg: error: {missing[0]}: config file does not exist", file=sys.stderr)
+        sys.exit(2)
     from .run.cli import main as run
 
-    run(args)
+    run(argv)  # None: Lightning reads sys.argv itself
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Errors a user can fix: the CLI prints them as one message, without a traceback."""
+"""Errors a user can fix: the CLI prints them as one message, without a traceback; and the
+stop a signal asks for."""
+
+import signal
 
 
 class DataError(ValueError):
@@ -26,3 +29,17 @@ class NoSpaceError(OSError):
 
 
 USER_ERRORS = (DataError, ModelNotFoundError, ConfigError, NoSpaceError)
+
+
+class RunStopped(Exception):
+    """The run stopped on a signal; the exit code is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int, progress: str = "") -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name}" + (f": {progress}" if progress else "")
+                         + "; run the same command again to resume")  # fmt: skip
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -118,3 +118,20 @@ def test_top_level_help_lists_the_commands_without_importing_lightning():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "predict" in proc.stdout and "report" in proc.stdout and "heavy: []" in proc.stdout
+
+
+def test_report_and_a_missing_config_answer_without_lightning_or_torch(tmp_path):
+    """`g4seg report` reads records and writes the page with numpy, matplotlib and OpenCV
+    only; a mistyped config path is answered before Lightning loads."""
+    from conftest import finished_run
+
+    out = finished_run(tmp_path / "run", "predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "2",
+                       "--scoring.bootstrap", "100")  # fmt: skip
+    code = ("import sys; from g4seg.cli import main; main(['report', sys.argv[1]]); "
+            "print('heavy:', sorted(m for m in ('lightning', 'torch', 'diffusers') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "report:" in proc.stdout and "heavy: []" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "g4seg.cli", "predict", "--config", "configs/nope.yaml"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr == "g4seg: error: configs/nope.yaml: config file does not exist\n"

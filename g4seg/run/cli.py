@@ -1,30 +1,28 @@
-"""`g4seg predict --config FILE [--key value ...]` and `g4seg report OUTDIR`.
+"""`g4seg predict --config FILE [--key value ...]`.
 
-`predict` is LightningCLI (YAML config, `--print_config`, dotted overrides); the writer and
-the scoring callback are part of every run rather than optional callbacks because results
-on disk are the product. Before any process starts, the run folder is claimed (checked
-against this configuration, locked) so that a user mistake stops the run with one line.
-`report` rebuilds the tables and plot from the per-sample records.
+LightningCLI (YAML config, `--print_config`, dotted overrides); the writer and the scoring
+callback are part of every run rather than optional callbacks because results on disk are
+the product. Before any process starts, the run folder is claimed (checked against this
+configuration, locked) so that a user mistake stops the run with one line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ..errors import USER_ERRORS, ConfigError
+from ..errors import ConfigError
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.metrics import SHOWN
+from .failures import PLACE, report_failure
 from .folder import RunFolder
+from .hooks import FolderHooks, Scoring
 from .module import G4SegModule
-from .scoring import Scoring
-from .stopping import RunStopped, StopOnSignal
+from .stopping import StopOnSignal
 from .writer import ResultWriter
 
 
@@ -52,7 +50,7 @@ class G4SegCLI(LightningCLI):
         self.folder = RunFolder(get("output_dir"), get("fresh"))
         scoring = get("scoring")
         scoring = dict(scoring) if not hasattr(scoring, "as_dict") else scoring.as_dict()
-        extra = [self.folder, ResultWriter(self.folder, save_generated=get("save_generated")), Scoring(self.folder, **scoring),
+        extra = [FolderHooks(self.folder), ResultWriter(self.folder, save_generated=get("save_generated")), Scoring(self.folder, **scoring),
                  StopOnSignal(self.folder.progress)]  # last: a batch's records are written before a stop  # fmt: skip
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
@@ -112,111 +110,10 @@ def record_resolved(config: dict, module: G4SegModule, datamodule) -> None:
         node.setdefault("init_args", {}).update(_plain(coarse.resolved()))
 
 
-def report_main(argv: list[str]) -> None:
-    from ..report.write import ReportSettings, check_shown
-    from .scoring import score
-
-    parser = argparse.ArgumentParser(prog="g4seg report", description="rebuild tables and plot from records")
-    parser.add_argument("output_dir")
-    parser.add_argument("--edges", type=float, nargs="+", help="strata edges in percent, e.g. 0 40 80 100")
-    parser.add_argument("--metrics", nargs="+", help="table columns: miou boundary_iou mba miou_image (default: the run's)")
-    parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the CIs (default: the run's; 0 = none)")
-    parser.add_argument("--seed", type=int, help="bootstrap seed (default: the run's)")
-    parser.add_argument("--gallery", type=int, help="best/worst samples per strategy and stratum in report.html")
-    args = parser.parse_args(argv)
-    folder = RunFolder.open(args.output_dir)
-    run = ((folder.manifest or {}).get("config") or {}).get("scoring") or {}
-    pick = lambda given, key, default: given if given is not None else run.get(key, default)  # noqa: E731
-    settings = ReportSettings(check_shown(args.metrics or run.get("metrics") or SHOWN),
-                              pick(args.bootstrap, "bootstrap", DEFAULT_RESAMPLES), pick(args.seed, "seed", DEFAULT_SEED),
-                              pick(args.gallery, "gallery", 12))  # fmt: skip
-    _, table = score(folder, settings, args.edges)
-    print(table)
-    print(f"report: {(Path(args.output_dir) / 'report.html').resolve()}")
-
-
-def causes(exc: BaseException | None):
-    """`exc` and the exceptions it was raised from or while handling, once each."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        yield exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-
-
-def user_error(exc: BaseException | None) -> BaseException | None:
-    """The user-fixable error behind `exc`, also when a library wrapped or chained it."""
-    return next((e for e in causes(exc) if isinstance(e, USER_ERRORS)), None)
-
-
-PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
-
-
-def peer_failed(exc: BaseException | None) -> bool:
-    """A collective broke because another process of a DDP run stopped."""
-    return any(isinstance(e, RuntimeError) and any(p in str(e) for p in PEER_GONE) for e in causes(exc))
-
-
-def one_line(exc: BaseException) -> str:
-    """The message alone; a DataLoader worker re-raises with its traceback in the message."""
-    text = str(exc).strip()
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if last.startswith(("g4seg.", "datamodules.", "strategies.")) else last
-    return text
-
-
-# where this process sits in the run; the Trainer fills it in, the environment stands in before
-PLACE: dict[str, int] = {}
-
-
-def _env_int(*names: str) -> int | None:
-    for name in names:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return None
-
-
-def place() -> tuple[int, int, int]:
-    """(global rank, node rank, number of nodes) under Lightning's launcher, torchrun or SLURM."""
-    rank = PLACE.get("rank", _env_int("RANK", "SLURM_PROCID", "LOCAL_RANK") or 0)
-    node = PLACE.get("node", _env_int("NODE_RANK", "GROUP_RANK", "SLURM_NODEID") or 0)
-    nodes = PLACE.get("nodes", max(_env_int("SLURM_NNODES", "GROUP_WORLD_SIZE") or 1, node + 1))
-    return rank, node, nodes
-
-
-def process_label() -> str:
-    """"" for the only (or first) process of a one-machine run; else "process R[, node N]"."""
-    rank, node, nodes = place()
-    return f"process {rank}, node {node}" if nodes > 1 else (f"process {rank}" if rank else "")
-
-
-def report_failure(exc: BaseException) -> int:
-    """One line for what a user can act on, and its exit code; raises what is a bug."""
-    label = process_label()
-    stopped = next((e for e in causes(exc) if isinstance(e, RunStopped)), None)
-    if stopped is not None:  # every process stopped together; the first one says so
-        if not label or place()[0] == 0:
-            print(f"g4seg: {stopped}", file=sys.stderr)
-        return stopped.exit_code
-    found = user_error(exc)
-    if found is None and peer_failed(exc):
-        where = "on its node's terminal" if place()[2] > 1 else "above"
-        print(f"g4seg: {label or 'process 0'} stopped because another process of this run ended; if that one failed, "
-              f"its 'g4seg: error (process N...)' line is {where}, otherwise it was killed", file=sys.stderr)  # fmt: skip
-        return 2
-    if found is None:
-        raise exc
-    print(f"g4seg: error ({label}): " if label else "g4seg: error: ", one_line(found), sep="", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
     try:
-        if args and args[0] == "report":
-            return report_main(args[1:])
         if args and args[0] == "predict":
             from .overrides import check_class_swaps
 

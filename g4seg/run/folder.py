@@ -22,9 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
-
 from ..errors import RunFolderError
 from ..evaluation.records import RECORDS, load_results, read_record, record_path, stored_ids
 from ..files import FULL, atomic_write_json, file_digest, no_space, open_no_follow
@@ -158,7 +155,7 @@ class FolderLock:
             self.fd = None
 
 
-class RunFolder(Callback):
+class RunFolder:
     """Args:
     path: the run folder; rerunning the same configuration into it resumes.
     fresh: if the folder holds another run, move it to OUTDIR.old-N instead of refusing.
@@ -198,7 +195,8 @@ class RunFolder(Callback):
         self._results = {r.id: self._complete(r) for r in load_results(self.path, self.ids)}
         self._drop_stale(main)
         if self._results and main:
-            rank_zero_info(f"g4seg: resuming in {self.path}: {len(self._results)} samples already done, skipping them")
+            print(f"g4seg: resuming in {self.path}: {len(self._results)} samples already done, skipping them",
+                  file=sys.stderr)  # fmt: skip
 
     def _claim_main(self, manifest: dict) -> None:
         out = self.path
@@ -287,8 +285,8 @@ class RunFolder(Callback):
             folder.ids = sorted(folder._results)
         return folder
 
-    # -- Lightning: without the CLI, the folder claims itself when the Trainer sets up ---------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    # -- a Trainer without the CLI: the folder claims itself when the Trainer sets up (`hooks.py`)
+    def claim_for(self, trainer, pl_module) -> None:
         dm = trainer.datamodule
         if not self.claimed:
             if dm is None or not hasattr(dm, "ids"):
@@ -300,9 +298,3 @@ class RunFolder(Callback):
             self.claim(None, *args, main=trainer.is_global_zero)
         if dm is not None and hasattr(dm, "skip_ids"):
             dm.skip_ids = self.done_ids
-
-    def teardown(self, trainer, pl_module, stage: str) -> None:
-        self.release()
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self.release()  # Lightning skips teardown hooks after an exception; a caller in this process may rerun

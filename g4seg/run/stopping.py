@@ -16,21 +16,9 @@ import signal
 
 from lightning.pytorch.callbacks import Callback
 
+from ..errors import RunStopped
+
 CAUGHT = (signal.SIGTERM, signal.SIGINT)
-
-
-class RunStopped(Exception):
-    """The run stopped on a signal; the exit code is the shell's 128 + signal number."""
-
-    def __init__(self, signum: int, progress: str = "") -> None:
-        self.signum = signum
-        name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name}" + (f": {progress}" if progress else "")
-                         + "; run the same command again to resume")  # fmt: skip
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 class StopOnSignal(Callback):

@@ -1,0 +1,61 @@
+"""The Lightning side of a run folder: the events at which it is claimed, released and
+scored. The folder and the scoring are plain objects (`folder.py`, `scoring.py`) so that
+`g4seg report` reads a run without importing Lightning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lightning.pytorch.callbacks import Callback
+
+from ..errors import ConfigError
+from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ..evaluation.metrics import SHOWN
+from ..report.write import ReportSettings, check_shown
+from .folder import RunFolder
+from .scoring import score
+
+
+class FolderHooks(Callback):
+    """Claims the folder when the Trainer sets up (unless the CLI claimed it before) and
+    releases its lock when the run ends, also after an exception (Lightning skips teardown
+    hooks then, and a caller in this process may run again)."""
+
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.folder.claim_for(trainer, pl_module)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.folder.release()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.folder.release()
+
+
+class Scoring(Callback):
+    """Args:
+    folder: the run's folder (records in, report out).
+    metrics: the table's and plot's metrics, of miou, boundary_iou, mba, miou_image
+        (metrics.json and metrics.csv always hold all of them).
+    bootstrap: resamples of the paired bootstrap behind every gain's 95% CI (0: none).
+    seed: the bootstrap's seed.
+    gallery: best and worst samples report.html shows per strategy and stratum.
+    """
+
+    def __init__(self, folder: RunFolder, metrics: Sequence[str] = SHOWN, bootstrap: int = DEFAULT_RESAMPLES,
+                 seed: int = DEFAULT_SEED, gallery: int = 12) -> None:  # fmt: skip
+        if bootstrap < 0 or gallery < 0:
+            raise ConfigError(f"scoring.bootstrap and scoring.gallery must be >= 0, got {bootstrap} and {gallery}")
+        self.folder = folder
+        self.settings = ReportSettings(check_shown(metrics, "scoring.metrics"), bootstrap, seed, gallery)
+        self.document: dict | None = None
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        trainer.strategy.barrier("g4seg-records-written")
+        if trainer.is_global_zero:
+            self.document, table = score(self.folder, self.settings)
+            out = self.folder.path
+            print(f"\n{table}\nresults in {out}/ (full table: summary.md; metrics.json, metrics.csv, strata.png)\n"
+                  f"report: {(out / 'report.html').resolve()}")
