@@ -2,7 +2,8 @@
 loop, and the harness' overhead over the bare model calls; the start-latent options
 (noise, DDIM inversion, Null-text inversion) with their latent reconstruction error;
 CascadePSP's seconds per image; the CLIP segmenters'; the metrics' cost against DenseCRF and
-the bootstrap's on a VOC-val-sized run; report.html's build; the SAM refiner.
+the bootstrap's on a VOC-val-sized run; report.html's build; the SAM refiner; 1 vs 2
+processes end to end and in steady state (`--only ddp`, see benchmark_ddp.py).
 
     python scripts/benchmark.py                      # tiny models, CPU, bundled images
     python scripts/benchmark.py --size sd21 --device cuda --dtype fp16   # real-size shapes, random weights
@@ -291,10 +292,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per batch for s/image")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
-    parser.add_argument("--only", nargs="+", choices=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report", "sam"],
-                        default=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report", "sam"])
+    parser.add_argument("--only", nargs="+", default=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report", "sam"],
+                        choices=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report", "sam", "ddp"])
+    parser.add_argument("--ddp-images", type=int, default=200, help="images for --only ddp (bundled ones, repeated)")
+    parser.add_argument("--ddp-launch", nargs="+", choices=["lightning", "torchrun"], default=["lightning", "torchrun"])
     parser.add_argument("--sam-model", default="tiny", help="SAM for --only sam: tiny, or a checkpoint folder")  # fmt: skip
     args = parser.parse_args()
+    if "ddp" in args.only:  # subprocess runs only: no model is built here
+        from benchmark_ddp import ddp_table
+
+        ddp_table(args.ddp_images, args.ddp_launch)
+        if args.only == ["ddp"]:
+            return
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
 
     dm = VOCFolderDataModule(args.root)

@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ..errors import ConfigError
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.metrics import SHOWN
-from .failures import PLACE, report_failure
+from .failures import PLACE, RUN_FOLDER, report_failure
 from .folder import RunFolder
 from .hooks import FolderHooks, Scoring
 from .module import G4SegModule
@@ -48,10 +48,11 @@ class G4SegCLI(LightningCLI):
         """The run's owner and the two callbacks that write and score it belong to every run."""
         get = lambda key: self._get(self.config_init, key)  # noqa: E731
         self.folder = RunFolder(get("output_dir"), get("fresh"))
+        RUN_FOLDER[:] = [str(self.folder.path)]
         scoring = get("scoring")
         scoring = dict(scoring) if not hasattr(scoring, "as_dict") else scoring.as_dict()
         extra = [FolderHooks(self.folder), ResultWriter(self.folder, save_generated=get("save_generated")), Scoring(self.folder, **scoring),
-                 StopOnSignal(self.folder.progress)]  # last: a batch's records are written before a stop  # fmt: skip
+                 StopOnSignal(self.folder.path, self.folder.progress)]  # last: a batch's records are written before a stop  # fmt: skip
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def before_predict(self) -> None:

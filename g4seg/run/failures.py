@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from ..errors import USER_ERRORS, RunStopped
+from .stop_file import STOP, signal_in
 
 
 def causes(exc: BaseException | None):
@@ -43,6 +45,7 @@ def one_line(exc: BaseException) -> str:
 
 # where this process sits in the run; the Trainer fills it in, the environment stands in before
 PLACE: dict[str, int] = {}
+RUN_FOLDER: list[str] = []  # the predict run's folder, once known (its stop file)
 
 
 def _env_int(*names: str) -> int | None:
@@ -71,10 +74,15 @@ def report_failure(exc: BaseException) -> int:
     label = process_label()
     stopped = next((e for e in causes(exc) if isinstance(e, RunStopped)), None)
     if stopped is not None:  # every process stopped together; the first one says so
-        if not label or place()[0] == 0:
-            print(f"g4seg: {stopped}", file=sys.stderr)
+        if place()[0] != 0:  # Lightning's launcher kills every process when another ends with an error code
+            return 0
+        print(f"g4seg: {stopped}", file=sys.stderr)
         return stopped.exit_code
     found = user_error(exc)
+    signalled = signal_in(Path(RUN_FOLDER[0]) / STOP) if RUN_FOLDER else None
+    if found is None and peer_failed(exc) and signalled is not None:  # it ended on a signal while this one waited
+        print(f"g4seg: {RunStopped(signalled, 'another process of the run received it')}", file=sys.stderr)
+        return RunStopped(signalled).exit_code
     if found is None and peer_failed(exc):
         where = "on its node's terminal" if place()[2] > 1 else "above"
         print(f"g4seg: {label or 'process 0'} stopped because another process of this run ended; if that one failed, "

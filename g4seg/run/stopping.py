@@ -4,31 +4,42 @@ Cluster schedulers end jobs with SIGTERM and users press Ctrl-C; either must lea
 records and a folder that the same command resumes. Lightning's own SIGTERM handler only
 sets a flag that `predict` never reads, and it broadcasts from inside the handler, which
 deadlocks a DDP run when the signal reaches one process only. So this callback replaces
-it while the run predicts: the handler only notes the signal (nothing else is safe inside
-a handler); after each batch has been written the processes agree, with one collective,
-whether any of them was signalled, and all stop together by raising `RunStopped`. A second
-signal of the same kind is not caught again and ends the process at once.
+it while the run predicts: the handler only notes the signal; after each batch has been
+written, the processes agree with one collective whether any of them was signalled, and
+all stop together (a process that died makes that collective fail at once, so the others
+stop too). Each sample goes to exactly one process, so their batch counts differ by one at
+most: the collective runs for the batches every process has, and for the last one a
+signalled process leaves a stop file in the run folder (shared by every node, as the
+records are) that the others read. A second signal of the same kind is not caught again
+and ends the process at once.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
 from ..errors import RunStopped
+from ..files import open_no_follow
+from .stop_file import STOP, signal_in
 
 CAUGHT = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopOnSignal(Callback):
     """Args:
+    folder: the run folder (where the stop file goes).
     progress: says how far the run got (the run folder's count of finished samples).
     """
 
-    def __init__(self, progress=None) -> None:
+    def __init__(self, folder: str | Path, progress=None) -> None:
+        self.stop_file = Path(folder) / STOP
         self.progress = progress
         self.received: int | None = None
+        self.common_batches = 0  # batches every process has: the ones with a collective check
         self._previous: dict[int, object] = {}
 
     def _note(self, signum: int, frame) -> None:
@@ -47,26 +58,39 @@ class StopOnSignal(Callback):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
-    def _check(self, trainer) -> None:
-        """Every process calls this at the same point, so the one collective always pairs up."""
-        stop = self.received is not None
-        if trainer.world_size > 1:
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop:
-            progress = self.progress() if self.progress is not None else ""
-            raise RunStopped(self.received or signal.SIGTERM, progress)  # or: the signal reached another process
+    def _check(self, trainer, batch_idx: int = -1) -> None:
+        signum = self.received
+        if signum is not None:  # first, so that the others can read which signal it was
+            fd = open_no_follow(self.stop_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.write(fd, str(signum).encode())
+            os.close(fd)
+        if trainer.world_size > 1 and batch_idx < self.common_batches:
+            if trainer.strategy.reduce_boolean_decision(signum is not None, all=False) and signum is None:
+                signum = signal_in(self.stop_file) or signal.SIGTERM
+        elif signum is None:
+            signum = signal_in(self.stop_file)
+        if signum is not None:
+            raise RunStopped(signum, self.progress() if self.progress is not None else "")
 
-    # Lightning hooks: installed as early as the Trainer allows, and again after Lightning
-    # registered its own SIGTERM handler (just before predicting starts).
+    # A stop file left by an earlier stopped run is removed before the setup barrier that
+    # every process passes before it predicts.
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._install()
+        if trainer.is_global_zero and (self.stop_file.exists() or self.stop_file.is_symlink()):
+            self.stop_file.unlink()
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self._install()
+        if trainer.world_size > 1:
+            import torch
+
+            mine = torch.tensor(int(sum(trainer.num_predict_batches)), device=trainer.strategy.root_device)
+            counts = trainer.strategy.all_gather(mine)
+            self.common_batches = int(counts.min())
         self._check(trainer)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._check(trainer)
+        self._check(trainer, batch_idx)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._restore()
