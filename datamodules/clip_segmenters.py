@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from g4seg.errors import ConfigError
 from g4seg.interfaces import CoarseProducer
-from g4seg.models.clip import CLIP_MEAN, CLIP_STD, shared_clip, vit_tokens
+from g4seg.models.clip import CLIP_GET, CLIP_MEAN, CLIP_STD, shared_clip, vit_tokens
 from g4seg.types import IGNORE_INDEX, ClassProbs, Sample
 
 from .coarse import CoarseSource
@@ -89,6 +89,8 @@ class CLIPSegmenter(CoarseProducer, CoarseSource):
         quick_gelu: the activation of the weights; None = from open_clip's metadata (OpenAI
             CLIP, which SCLIP, ClearCLIP and MaskCLIP's numbers use: QuickGELU).
     """
+
+    FILES_NEEDED = {"pretrained": "the open_clip checkpoint: " + CLIP_GET.replace("{model}", "{clip}")}
 
     def __init__(self, clip: str = "tiny", pretrained: str | None = None, names: str | None = None,
                  labels: str = "image", logit_scale: float = 65.0, prob_thd: float = 0.1,

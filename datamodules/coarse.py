@@ -41,6 +41,8 @@ class CoarseFromFiles(CoarseSource):
         confidence: probability given to the labelled class of a hard label PNG.
     """
 
+    FILES_NEEDED = {"folder": "the segmenter's masks (<id>.png) or probabilities (<id>.npz / .npy), one per sample"}
+
     def __init__(self, folder: str, soften_sigma: float = 0.0, confidence: float = 1.0) -> None:
         self.folder = Path(folder)
         self.soften_sigma = soften_sigma

@@ -111,6 +111,8 @@ class VOCFolderDataModule(L.LightningDataModule):
         batch_size: samples per predict step; diffusion injectors batch all their classes.
     """
 
+    FILES_NEEDED = {"root": "a VOC-layout dataset folder (JPEGImages/, SegmentationClass/): python scripts/prepare_datasets.py --help"}
+
     def __init__(
         self,
         root: str,

@@ -2,8 +2,8 @@
 
     import g4seg
     out = g4seg.refine(image, coarse_mask, "voc", strategy="densecrf")
-    out.labels()            # refined label map [H, W]
-    out.probs, out.class_ids
+    out.labels()            # refined label map [H, W], a torch tensor (.numpy() for an array)
+    out.probs, out.class_ids  # torch tensors [K, H, W] and [K]
 
     injector, refiners = g4seg.load_strategy("configs/demo.yaml", "g4seg_emi")
     out = g4seg.refine(image, coarse_probs, "voc", strategy=refiners, injector=injector, class_ids=[0, 15])
@@ -15,6 +15,7 @@ and `run_strategies`, as in `g4seg predict`, so results match (tested).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,7 +95,10 @@ def refine(
     injector: Injector | None = None,
     class_ids: Sequence[int] | None = None,
 ) -> ClassProbs:
-    """Refined class probabilities of one image.
+    """Refined class probabilities of one image, as torch tensors on the CPU (`ClassProbs`:
+    `.labels()` [H, W] int64, `.probs` [K, H, W] float32, `.class_ids` [K]; `.numpy()` on any
+    gives an array). Warns (once per call site) when a model of the strategy has random
+    weights: its output shows the pipeline running, not the method.
 
     Args:
         image: RGB uint8 [H, W, 3] (array or tensor) or an image file path.
@@ -123,7 +127,11 @@ def refine(
         strategy = build({"refiners": [{"class_path": WEIGHT_FREE[strategy]}]}, {"refiners": list[Refiner]})["refiners"]
     refiners = [strategy] if isinstance(strategy, Refiner) else list(strategy)
     injectors = {"injector": injector} if injector is not None else {}
-    module = G4SegModule([StrategySpec("refined", refiners, "injector" if injector else None)], injectors, names)
+    spec = StrategySpec("refined", refiners, "injector" if injector else None)
+    module = G4SegModule([spec], injectors, names)
+    if module.uses_random_weights(spec):
+        warnings.warn("g4seg.refine: this strategy runs a model with random (untrained) weights; its output shows the "
+                      "pipeline running, not the method (load the real weights: see the README)", stacklevel=2)  # fmt: skip
     sample = Sample("image", image, torch.full(image.shape[:2], IGNORE_INDEX, dtype=torch.int64), names, probs)
     generated, _ = module.generate([sample])
     return module.run_strategies(sample, generated)[0]["refined"]

@@ -233,12 +233,15 @@ def test_report_metrics_option_and_rebuild_reproduce_the_intervals(tmp_path):
     for ci, gain in (("ci95", "gain"), ("boundary_iou_ci95", "boundary_iou_gain"), ("mba_ci95", "mba_gain")):
         assert crf[ci][0] <= crf[gain] <= crf[ci][1]
         assert all(s[ci] is None or s[ci][0] <= s[gain] <= s[ci][1] for s in crf["strata"])
+    own = (out / "summary.md").read_text()
     code, table, err = cli("report", str(out), "--metrics", "boundary_iou", "mba")
     assert code == 0, err
     assert "Which strategy wins where: Boundary IoU gain" in table  # the first chosen metric in the terminal
-    summary = (out / "summary.md").read_text()  # the full table has the chosen columns
+    assert f"report: {(out / 'reports' / '1' / 'report.html').resolve()}" in table  # never over the run's own
+    summary = (out / "reports" / "1" / "summary.md").read_text()  # the full table has the chosen columns
     assert "Boundary IoU gain [95% CI]" in summary and "mBA gain [95% CI]" in summary and "mIoU baseline" not in summary
-    assert read_metrics(out) == first  # the run's own bootstrap settings, from run.json
+    assert read_metrics(out / "reports" / "1") == first  # the run's own bootstrap settings, from run.json
+    assert (out / "summary.md").read_text() == own
     code, _, err = cli("report", str(out), "--metrics", "nope")
     assert code == 2 and "--metrics: unknown ['nope']" in err
 

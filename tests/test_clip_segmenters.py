@@ -163,7 +163,8 @@ def test_missing_clip_weights_are_one_error_before_any_work(tmp_path):
     code, _, err = cli("predict", "--config", "configs/paper/tiny/table1_tsss.yaml", "--output_dir", str(tmp_path / "o"),
                        "--data.init_args.coarse.init_args.clip", "ViT-B-16",
                        "--data.init_args.coarse.init_args.pretrained", "/nonexistent/ViT-B-16.bin")  # fmt: skip
-    assert error_line(code, err) == "g4seg: error: /nonexistent/ViT-B-16.bin: the open_clip checkpoint file does not exist."
+    assert error_line(code, err).startswith("g4seg: error: 1 files or folders this config names do not exist")
+    assert "  /nonexistent/ViT-B-16.bin  (data.init_args.coarse.init_args.pretrained)" in err
     assert "open_clip.create_model('ViT-B-16', pretrained='openai'" in err
     assert not (tmp_path / "o").exists()
 

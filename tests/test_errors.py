@@ -44,7 +44,8 @@ def broken_copy(finished, tmp_path, content: str):
     (["--output_dir", "/proc/g4seg-cannot-write-here"], "g4seg: error: /proc/g4seg-cannot-write-here: output folder is not writable"),
     (["--trainer.devices", "3", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"],
      "g4seg: error: 3 processes need at least 3 samples, the dataset has 2; use --trainer.devices 2"),
-    (["--data.init_args.root", "/nonexistent/voc"], "g4seg: error: /nonexistent/voc/SegmentationClass: ground-truth folder is missing"),
+    (["--data.init_args.root", "/nonexistent/voc"], "g4seg: error: 1 files or folders this config names do not exist"),
+    (["--data.init_args.root", "README.md"], "g4seg: error: README.md/SegmentationClass: ground-truth folder is missing"),
 ])  # fmt: skip
 def test_config_mistakes(tmp_path, args, expected):
     argv = [*BASE, "--output_dir", str(tmp_path / "out"), *args]
@@ -66,8 +67,22 @@ def test_missing_diffusion_model_is_one_error_with_a_download_hint(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text((ROOT / "configs" / "demo.yaml").read_text().replace("model: tiny, timestep", "model: /nonexistent/sd21, timestep"))
     code, _, err = cli("predict", "--config", str(config), "--output_dir", str(tmp_path / "o"))
-    assert the_line(code, err) == "g4seg: error: /nonexistent/sd21: the diffusion model folder does not exist."
-    assert "hf download stabilityai/stable-diffusion-2-1-base" in err
+    assert the_line(code, err).startswith("g4seg: error: 1 files or folders this config names do not exist")
+    assert "  /nonexistent/sd21  (model.injectors.emi.init_args.model)" in err
+    assert "get it: the diffusion model: hf download stabilityai/stable-diffusion-2-1-base" in err
+
+
+def test_every_missing_model_and_dataset_of_a_paper_config_is_listed_at_once(tmp_path):
+    """A fresh machine: Table XI names a dataset, a segmenter's output and four models, each
+    path listed once with the keys that name it and how to get it, before any model loads."""
+    code, _, err = cli("predict", "--config", "configs/paper/table11_refiners.yaml", "--output_dir", str(tmp_path / "o"))
+    assert the_line(code, err) == ("g4seg: error: 6 files or folders this config names do not exist (nothing was run); "
+                                   "get them on a machine with internet access and copy them there:")  # fmt: skip
+    listed = [line.split("  (")[0].strip() for line in err.splitlines() if line.startswith("  /")]
+    assert listed == ["/models/cascadepsp/model", "/models/open_clip/ViT-B-16-openai.bin", "/models/sam-vit-huge",
+                      "/models/stable-diffusion-2-1-base", "/data/coco_object", "/data/sclip/coco_object_val_probs"]  # fmt: skip
+    assert err.count("get it: ") == 6 and "hkchengrex/CascadePSP" in err and "hf download facebook/sam-vit" in err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("content,expected", [

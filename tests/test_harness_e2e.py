@@ -51,11 +51,12 @@ def test_cli_demo_end_to_end(tmp_path):
 
     # `g4seg report` rebuilds the same numbers from the records alone
     (out / "metrics.json").unlink()
-    run_cli("report", str(out))
+    run_cli("report", str(out), "--in-place")
     assert read_metrics(out) == metrics
-    # ... and other strata edges on demand
+    # ... and other strata edges on demand, in a new folder
     run_cli("report", str(out), "--edges", "0", "50", "100")
-    assert len(read_metrics(out)["strategies"]["densecrf"]["strata"]) == 2
+    assert len(read_metrics(out / "reports" / "1")["strategies"]["densecrf"]["strata"]) == 2
+    assert read_metrics(out) == metrics
 
 
 def test_ddp_two_processes_equals_one(tmp_path, one_process_run):

@@ -122,14 +122,21 @@ def test_gallery_lists_best_then_worst_in_gain_order(run):
         assert set(page.sections) >= {(strategy, s) for s in ("all", "0-40", "40-80", "80-100")}
 
 
-def test_report_rebuilds_the_same_page(run, tmp_path):
+def test_report_rebuilds_the_same_page_without_overwriting_it(run, tmp_path):
+    """`g4seg report` on a finished run writes a new folder (the run's own page stays), and
+    the page it writes is the run's page, byte for byte, thumbnails included."""
     before = (run / "report.html").read_bytes()
-    (run / "report.html").unlink()
-    shutil.rmtree(run / "report")
     code, out, err = cli("report", str(run))
     assert code == 0, err
-    assert (run / "report.html").read_bytes() == before
-    assert f"report: {(run / 'report.html').resolve()}" in out
+    new = run / "reports" / "1"
+    assert f"report: {(new / 'report.html').resolve()}" in out
+    assert (new / "report.html").read_bytes() == before == (run / "report.html").read_bytes()
+    thumbs = sorted(p.relative_to(run / "report") for p in (run / "report").rglob("*.jpg"))
+    assert thumbs and thumbs == sorted(p.relative_to(new / "report") for p in (new / "report").rglob("*.jpg"))
+    code, out, err = cli("report", str(run), "--output", str(new))
+    assert code == 2 and "--output must be a new or empty folder (a report is never overwritten)" in err
+    code, out, err = cli("report", str(run), "--in-place")
+    assert code == 0 and f"report: {(run / 'report.html').resolve()}" in out
 
 
 def chromium() -> str | None:

@@ -81,7 +81,7 @@ def test_numbers_count_exactly_the_datasets_ids(tmp_path, done_run):
     assert cli(*BASE, "--output_dir", str(out))[0] == 0
     assert read_metrics(out) == metrics
     assert cli("report", str(out))[0] == 0
-    assert read_metrics(out) == metrics and metrics["num_samples"] == 3
+    assert read_metrics(out / "reports" / "1") == metrics and metrics["num_samples"] == 3
 
 
 def test_duplicate_ids_in_a_split_are_refused(tmp_path):
@@ -123,3 +123,19 @@ def test_files_follow_the_umask(tmp_path):
     assert code == 0
     for path in [out / "metrics.json", out / "run.json", *out.glob("records/*.json"), *out.glob("masks/*/*.png")]:
         assert oct(path.stat().st_mode & 0o777) == oct(0o664), path
+
+
+def test_save_generated_says_what_it_will_write(tmp_path, done_run):
+    """Asked for generated images, a run says up front when it will write none (no injector)
+    or not for every sample (samples an earlier run finished are not redone)."""
+    code, _, err = cli(*BASE, "--output_dir", str(done_run), "--save_generated", "true")
+    assert code == 0, err[-2000:]
+    assert "g4seg: --save_generated: no strategy of this config generates images; nothing will be written" in err
+    demo = ["predict", "--config", "configs/demo.yaml", "--data.init_args.limit", "2", "--scoring.bootstrap", "0",
+            "--output_dir", str(tmp_path / "demo")]  # fmt: skip
+    assert cli(*demo)[0] == 0
+    code, _, err = cli(*demo, "--save_generated", "true")
+    assert code == 0, err[-2000:]
+    assert ("g4seg: --save_generated: 2 samples were finished by an earlier run without their generated images and "
+            "are not redone; use another --output_dir (or --fresh true) to have them all") in err
+    assert not (tmp_path / "demo" / "generated").exists()

@@ -56,7 +56,7 @@ def numpy_metrics(out, source: str, classes: int = 21) -> dict:
     strata = [(int(s_count[s]), 100 * np.mean(s_inter[s][s_union[s] > 0] / s_union[s][s_union[s] > 0])) for s in range(3)]
     return {"miou": 100 * np.mean(inter[seen] / union[seen]), "miou_image": 100 * np.mean(per_image), "strata": strata,
             "pixel_accuracy": 100 * inter.sum() / in_gt.sum(), "macc": 100 * np.mean(inter[has_gt] / in_gt[has_gt]),
-            "wins": wins}
+            "wins": wins, "per_class": {c: 100 * inter[c] / union[c] for c in range(classes) if union[c]}}
 
 
 def test_run_metrics_equal_a_numpy_recomputation_from_the_written_masks(tmp_path):
@@ -76,6 +76,22 @@ def test_run_metrics_equal_a_numpy_recomputation_from_the_written_masks(tmp_path
             assert stratum["count"] == count
             assert stratum[f"miou_{key}"] == pytest.approx(miou, abs=1e-9)
     assert sum(s["count"] for s in metrics["strategies"]["densecrf"]["strata"]) > 6
+
+    # the per-class table of summary.md (and the page): coarse IoU, then each strategy's (gain)
+    from g4seg.classes import resolve_classes
+
+    names = resolve_classes("voc")
+    table = (out / "summary.md").read_text().split("Per class: IoU over all images, coarse and refined (gain)")[1]
+    rows = {line.split(" | ")[0].strip("| "): [c.strip(" |") for c in line.split(" | ")[1:]]
+            for line in table.strip().splitlines()[3:]}  # fmt: skip
+    coarse, crf = numpy_metrics(out, "baseline")["per_class"], numpy_metrics(out, "densecrf")["per_class"]
+    assert set(rows) == {names[c] for c in coarse}
+    for c, iou in coarse.items():
+        shown_coarse, shown_identity, shown_crf = rows[names[c]]
+        assert float(shown_coarse) == pytest.approx(iou, abs=0.005)
+        assert shown_identity == f"{iou:.2f} (+0.00)"
+        assert float(shown_crf.split(" (")[0]) == pytest.approx(crf[c], abs=0.005)
+        assert float(shown_crf.split(" (")[1].rstrip(")")) == pytest.approx(crf[c] - iou, abs=0.011)
 
 
 def test_identical_chain_prefixes_run_once_and_equal_each_chain_alone(demo_root, monkeypatch):

@@ -97,11 +97,13 @@ def read_labels(path: Path) -> np.ndarray | None:
 
 
 class Thumbnails:
-    """Writes (once) and names the thumbnails of the shown samples, relative to OUTDIR. The
-    image and ground truth are the files the run read (stored in each record)."""
+    """Writes (once) and names the thumbnails of the shown samples, relative to the report's
+    folder. The image and ground truth are the files the run read (stored in each record);
+    masks and generated images come from the run's folder."""
 
-    def __init__(self, out_dir: Path, results: dict[str, SampleResult]) -> None:
+    def __init__(self, out_dir: Path, results: dict[str, SampleResult], run_dir: Path | None = None) -> None:
         self.out_dir, self.results = Path(out_dir), results
+        self.run_dir = Path(run_dir) if run_dir is not None else self.out_dir
         self._last: tuple[str, np.ndarray | None] | None = None  # a row draws one sample's thumbnails in turn
         self.missing_images: set[str] = set()
 
@@ -139,7 +141,7 @@ class Thumbnails:
             gt = self.input_file(sample_id, "gt")
             labels = read_labels(gt) if gt is not None else None
         else:
-            labels = read_labels(self.out_dir / "masks" / source / f"{safe_name(sample_id)}.png")
+            labels = read_labels(self.run_dir / "masks" / source / f"{safe_name(sample_id)}.png")
         if labels is None and (source != "image" or image is None):
             return None
         if labels is None:
@@ -156,7 +158,7 @@ class Thumbnails:
         rel, path = self._path(f"generated/{injector}/{class_id}", sample_id)
         if path.exists():
             return rel
-        source = self.out_dir / "generated" / injector / f"{safe_name(sample_id)}_{class_id}.png"
+        source = self.run_dir / "generated" / injector / f"{safe_name(sample_id)}_{class_id}.png"
         array = read_rgb(source) if source.is_file() else None
         if array is None:
             return None

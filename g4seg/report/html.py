@@ -18,7 +18,7 @@ from ..evaluation.metrics import SHOWN, TITLES, class_iou, instance_ious, metric
 from ..evaluation.tables import CountTables
 from ..files import atomic_write_bytes
 from ..types import BASELINE, SampleResult
-from . import winners
+from . import per_class, winners
 from .cells import gain_text, stratum_footnote
 from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
 from .plots import plot_instances, plot_per_class
@@ -36,6 +36,7 @@ td:first-child,td:nth-child(2),th{text-align:left} tr.all td{font-weight:bold;ba
 .cell{font-size:11px;text-align:center;width:132px} .cell img{display:block;margin:auto;max-width:128px}
 .cell.selected{outline:3px solid #1a7f37} .rowhead{width:120px;font-size:12px}
 .pos{color:#1a7f37} .neg{color:#c62828} .ious{text-align:left;white-space:nowrap}
+.scroll{overflow-x:auto;max-width:100%} table.per-class td:nth-child(2){text-align:right}
 #winners td.sure{font-weight:bold} #winners td.best{background:#eef6ee} #winners td.empty{color:#999}
 """
 SCRIPT = """
@@ -138,9 +139,9 @@ def instance_points(results: Sequence[SampleResult], strategies: Sequence[str]) 
 
 class Gallery:
     def __init__(self, out_dir: Path, results: Sequence[SampleResult], config: dict, strategies: Sequence[str],
-                 class_names: Sequence[str], edges: Sequence[float], size: int) -> None:  # fmt: skip
+                 class_names: Sequence[str], edges: Sequence[float], size: int, run_dir: Path | None = None) -> None:  # fmt: skip
         self.results = {r.id: r for r in results}
-        self.thumbs = Thumbnails(out_dir, self.results)
+        self.thumbs = Thumbnails(out_dir, self.results, run_dir)
         self.tables = CountTables.build(results, [BASELINE, *strategies], len(class_names))
         self.masks = dict(zip(stratum_names(edges), self.tables.masks(edges)))  # once, for every strategy
         self.strategies, self.class_names, self.edges, self.size = list(strategies), class_names, list(edges), size
@@ -195,23 +196,26 @@ class Gallery:
 
 
 def write_html(out_dir: Path, metrics: dict, results: Sequence[SampleResult], manifest: dict,
-               shown: Sequence[str] = SHOWN, gallery: int = 12) -> Path:  # fmt: skip
-    """Writes OUTDIR/report.html (plots and thumbnails beside it); returns its path."""
+               shown: Sequence[str] = SHOWN, gallery: int = 12, run_dir: Path | None = None) -> Path:  # fmt: skip
+    """Writes OUTDIR/report.html (plots and thumbnails beside it) for the run in `run_dir`
+    (default: OUTDIR itself); returns its path."""
     out_dir = Path(out_dir)
+    run_dir = Path(run_dir) if run_dir is not None else out_dir
     config = manifest.get("config") or {}
     strategies = list(metrics["strategies"])
     edges = [metrics["strategies"][strategies[0]]["strata"][0]["low"]] + [
         s["high"] for s in metrics["strategies"][strategies[0]]["strata"]]  # fmt: skip
     plot_per_class(metrics, out_dir / REPORT_DIR / "per_class.png")
     plot_instances(metrics, instance_points(results, strategies), edges, out_dir / REPORT_DIR / "instances.png")
-    g = Gallery(out_dir, results, config, strategies, manifest["class_names"], edges, gallery)
+    g = Gallery(out_dir, results, config, strategies, manifest["class_names"], edges, gallery, run_dir)
     sections = g.sections()
     parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>g4seg report: {esc(out_dir.name)}</title><style>{STYLE}</style></head><body>"]  # fmt: skip
-    head = header(metrics, config, out_dir)
+             f"<title>g4seg report: {esc(run_dir.name)}</title><style>{STYLE}</style></head><body>"]  # fmt: skip
+    head = header(metrics, config, run_dir)
     at = head.index("<h2>Strategies</h2><ul>")  # the answer first, right under the run's facts
     parts += head[:at] + ["<h2>Which strategy wins where</h2>", winners.html(metrics, shown[0], esc)] + head[at:]
     parts += ["<h2>Summary</h2>", summary_table(metrics, shown)]
+    parts += [f'<h2 id="per-class">{esc(per_class.TITLE)}</h2>', per_class.html(metrics, esc)]
     parts += ['<h2>Plots</h2><div class="plots">',
               '<img src="strata.png" alt="gain per stratum">',
               f'<img src="{REPORT_DIR}/per_class.png" alt="gain per class">',

@@ -17,7 +17,7 @@ from ..evaluation.metrics import METRICS, SHOWN, TITLES, metric_keys
 from ..evaluation.summary import mean_seconds
 from ..files import atomic_write_bytes, atomic_write_json
 from ..types import SampleResult
-from . import winners
+from . import per_class, winners
 from .cells import gain_text, stratum_footnote
 from .html import write_html
 from .plots import plot_strata
@@ -108,9 +108,9 @@ def terminal_summary(metrics: dict, shown: Sequence[str] = SHOWN) -> str:
 
 
 def write_report(out_dir: Path, metrics: dict, results: Sequence[SampleResult], manifest: dict,
-                 settings: ReportSettings | None = None) -> str:  # fmt: skip
-    """Writes metrics.json, metrics.csv, summary.md, the plots and report.html; returns what
-    the terminal shows."""
+                 settings: ReportSettings | None = None, run_dir: Path | None = None) -> str:  # fmt: skip
+    """Writes metrics.json, metrics.csv, summary.md, the plots and report.html into
+    `out_dir`, for the run in `run_dir` (default: `out_dir`); returns what the terminal shows."""
     out_dir = Path(out_dir)
     settings = settings or ReportSettings()
     atomic_write_json(out_dir / "metrics.json", metrics)
@@ -124,9 +124,9 @@ def write_report(out_dir: Path, metrics: dict, results: Sequence[SampleResult], 
     writer.writerows(table_rows)
     atomic_write_bytes(out_dir / "metrics.csv", buf.getvalue().encode())
     table = markdown(metrics, seconds, settings.metrics)
-    atomic_write_bytes(out_dir / "summary.md", table.encode())
+    atomic_write_bytes(out_dir / "summary.md", (table + "\n" + per_class.markdown(metrics)).encode())
     plot_strata(metrics, out_dir / "strata.png", settings.metrics)
-    write_html(out_dir, metrics, results, manifest, settings.metrics, settings.gallery)
+    write_html(out_dir, metrics, results, manifest, settings.metrics, settings.gallery, run_dir)
     return terminal_summary(metrics, settings.metrics)
 
 

@@ -9,6 +9,7 @@ configuration, locked) so that a user mistake stops the run with one line.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from .failures import PLACE, RUN_FOLDER, report_failure
 from .folder import RunFolder
 from .hooks import FolderHooks, Scoring
 from .module import G4SegModule
+from .preflight import preflight
 from .stopping import StopOnSignal
 from .writer import ResultWriter
 
@@ -34,6 +36,7 @@ class G4SegCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--output_dir", type=str, default="outputs/run", help="run folder; a rerun resumes")
         parser.add_argument("--save_generated", type=bool, default=False, help="write the generated images")
+        parser.add_argument("--verbose", type=bool, default=False, help="also show Lightning's start-up lines and notes")
         parser.add_argument("--fresh", type=bool, default=False,
                             help="if output_dir holds another run, move it to OUTDIR.old-N and start again")  # fmt: skip
         parser.add_argument("--scoring.metrics", type=list[str], default=list(SHOWN),
@@ -43,6 +46,15 @@ class G4SegCLI(LightningCLI):
         parser.add_argument("--scoring.gallery", type=int, default=12, help="best/worst samples per section in report.html")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.set_defaults({"trainer.logger": False, "trainer.enable_checkpointing": False})
+
+    def before_instantiate_classes(self) -> None:
+        """Every missing model, checkpoint and data folder of the config, listed at once,
+        before seconds go into building the first model."""
+        config = json.loads(self._parser(self.subcommand).dump(self.config[self.subcommand], format="json", skip_none=False))
+        preflight(config)
+        if self._get(self.config, "verbose"):  # asked for in a config file rather than on the command line
+            for name in LIBRARY_CHATTER:
+                logging.getLogger(name).setLevel(logging.INFO)
 
     def _instantiate_trainer(self, config: dict, callbacks: list) -> object:
         """The run's owner and the two callbacks that write and score it belong to every run."""
@@ -77,12 +89,29 @@ class G4SegCLI(LightningCLI):
             from ..report.html import describe
 
             print(f"coarse masks from {describe(coarse)}", file=sys.stderr)
+        if main and self._get(self.config_init, "save_generated"):
+            print(f"g4seg: --save_generated: {generated_gap(self.folder, list(self.model.injectors))}", file=sys.stderr)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if kwargs.get("return_predictions") is None:
             kwargs["return_predictions"] = False  # results go to disk; keeping them would grow memory
         return kwargs
+
+
+def generated_gap(folder: RunFolder, injectors: list[str]) -> str:
+    """What `--save_generated` will write, said before the run: nothing without an injector,
+    and nothing for samples an earlier run finished (a resume does not redo them)."""
+    if not injectors:
+        return "no strategy of this config generates images; nothing will be written"
+    from ..files import safe_name
+
+    written = {path.name.rsplit("_", 1)[0] for name in injectors for path in (folder.path / "generated" / name).glob("*.png")}
+    missing = sum(safe_name(i) not in written for i in folder.done_ids)
+    if not missing:
+        return f"generated images of {', '.join(injectors)} go to {folder.path / 'generated'}"
+    return (f"{missing} samples were finished by an earlier run without their generated images and are not redone; "
+            "use another --output_dir (or --fresh true) to have them all")
 
 
 def _plain(value):
@@ -111,9 +140,28 @@ def record_resolved(config: dict, module: G4SegModule, datamodule) -> None:
         node.setdefault("init_args", {}).update(_plain(coarse.resolved()))
 
 
+LIBRARY_CHATTER = ("lightning.pytorch", "lightning.fabric")  # seed, GPU/TPU availability, tips
+
+
+def verbose_asked(args: list[str]) -> bool:
+    return "--verbose=true" in [a.lower() for a in args] or any(
+        a == "--verbose" and b.lower() == "true" for a, b in zip(args, args[1:]))  # fmt: skip
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Lightning's start-up lines (seed set, GPU/TPU available, a tip) and its deprecation
+    notes about itself are no part of a g4seg run's output unless asked for (`--verbose true`)."""
+    if verbose:
+        return
+    for name in LIBRARY_CHATTER:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+    quiet_libraries(verbose_asked(args))
     try:
         if args and args[0] == "predict":
             from .overrides import check_class_swaps

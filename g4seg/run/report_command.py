@@ -1,11 +1,16 @@
 """`g4seg report OUTDIR`: rebuilds the tables, plot and page from the per-sample records.
-It never imports Lightning or torch, so it answers in about a second."""
+
+It never overwrites a report: a run folder that holds none yet (a stopped run) gets its
+own; otherwise the new one goes to OUTDIR/reports/N (the first free N) or `--output`, and
+only `--in-place` rewrites the run's. It never imports Lightning or torch, so it answers in
+about a second."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.metrics import SHOWN
 from ..report.write import ReportSettings, check_shown
@@ -21,13 +26,38 @@ def report_main(argv: list[str]) -> None:
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples for the CIs (default: the run's; 0 = none)")
     parser.add_argument("--seed", type=int, help="bootstrap seed (default: the run's)")
     parser.add_argument("--gallery", type=int, help="best/worst samples per strategy and stratum in report.html")
+    parser.add_argument("--output", help="folder for this report (default: OUTDIR/reports/N, the first free N)")
+    parser.add_argument("--in-place", action="store_true", help="rewrite the run's own report files instead")
     args = parser.parse_args(argv)
     folder = RunFolder.open(args.output_dir)
+    target = report_folder(folder.path, args.output, args.in_place)
     run = ((folder.manifest or {}).get("config") or {}).get("scoring") or {}
     pick = lambda given, key, default: given if given is not None else run.get(key, default)  # noqa: E731
     settings = ReportSettings(check_shown(args.metrics or run.get("metrics") or SHOWN),
                               pick(args.bootstrap, "bootstrap", DEFAULT_RESAMPLES), pick(args.seed, "seed", DEFAULT_SEED),
                               pick(args.gallery, "gallery", 12))  # fmt: skip
-    _, table = score(folder, settings, args.edges)
+    _, table = score(folder, settings, args.edges, target)
     print(table)
-    print(f"report: {(Path(args.output_dir) / 'report.html').resolve()}")
+    print(f"report: {(target / 'report.html').resolve()}")
+
+
+REPORT_FILES = ("metrics.json", "metrics.csv", "summary.md", "strata.png", "report.html")
+
+
+def report_folder(run_dir: Path, output: str | None, in_place: bool) -> Path:
+    if in_place:
+        return run_dir
+    if output is not None:
+        target = Path(output)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise ConfigError(f"{target}: --output must be a new or empty folder (a report is never overwritten)")
+        return target
+    if not any((run_dir / name).exists() for name in REPORT_FILES):
+        return run_dir  # a stopped run: its first report
+    n = 1
+    while True:
+        try:
+            (run_dir / "reports" / str(n)).mkdir(parents=True)  # claimed, also against a concurrent report
+            return run_dir / "reports" / str(n)
+        except FileExistsError:
+            n += 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 
 from g4seg.errors import ConfigError
+from g4seg.models.diffusion import CONTROLNET_REPO
+from g4seg.models.hub import hub_command
 
 from .ade20k import ade20k_index, ade20k_palette
 from .generation import DiffusionInjector, Jobs
@@ -27,6 +29,9 @@ class ControlNetInjection(DiffusionInjector):
         conditioning_scale: weight of the ControlNet residuals.
         (the rest as in DiffusionInjector)
     """
+
+    FILES_NEEDED = {**DiffusionInjector.FILES_NEEDED,
+                    "controlnet": f"the segmentation ControlNet: {hub_command(CONTROLNET_REPO)}"}  # fmt: skip
 
     def __init__(self, controlnet: str = "tiny", conditioning_scale: float = 1.0, **kwargs) -> None:
         self.controlnet_source = controlnet

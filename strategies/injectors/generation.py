@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from g4seg.classes import prompt_name
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Injector
-from g4seg.models.diffusion import load_diffusion
+from g4seg.models.diffusion import SD_REPO, load_diffusion
+from g4seg.models.hub import hub_command
 from g4seg.seeding import stable_seed
 from g4seg.types import Generated, Sample
 
@@ -107,6 +108,7 @@ class DiffusionInjector(Injector):
     """
 
     controlnet_source: str | None = None
+    FILES_NEEDED = {"model": f"the diffusion model: {hub_command(SD_REPO)} (or the model the config names)"}
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
-from g4seg.models.clip import DenseCLIP
+from g4seg.models.clip import CLIP_GET, DenseCLIP
 from g4seg.types import ClassProbs, Generated, Sample
 
 from .soft_input import SOFTEN_MODES, soften, why_inert
@@ -84,6 +84,8 @@ class Correspondence(Refiner):
     """
 
     needs_generated = True
+
+    FILES_NEEDED = {"pretrained": "the open_clip checkpoint: " + CLIP_GET.replace("{model}", "{clip}")}
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ import torch
 
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
-from g4seg.models.cascadepsp import shared_network
+from g4seg.models.cascadepsp import CASCADEPSP_GET, shared_network
 from g4seg.types import ClassProbs, Generated, Sample
 
 from .inference import PAD, refine_masks
@@ -22,6 +22,8 @@ class CascadePSP(Refiner):
         fast: global step only.
         base, layers: network size for non-official checkpoints (tiny: 8, [1, 1, 1, 1]).
     """
+
+    FILES_NEEDED = {"weights": f"the CascadePSP checkpoint: {CASCADEPSP_GET}"}
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
 from g4seg.types import ClassProbs, Generated, Sample
 
-from g4seg.models.sam import TINY, SharedSam, shared_sam
+from g4seg.models.sam import SAM_GET, TINY, SharedSam, shared_sam
 from .prompts import DISTANCES, MIN_AREA, Prompt, components, make_prompt, mask_prompt
 
 __all__ = ["SAMRefiner"]
@@ -39,6 +39,8 @@ class SAMRefiner(Refiner):
     distance: "fastgeodis" (the reference's raster transform, needs the FastGeodis package)
         or "exact" (OpenCV's exact Euclidean transform).
     """
+
+    FILES_NEEDED = {"model": f"the SAM model: {SAM_GET}"}
 
     def __init__(self, model: str = "tiny", iterations: int = 5, use_box: bool = True, use_points: bool = True,
                  use_mask: bool = True, add_neg: bool = True, gamma: float = 4.0, strength: float = 30.0,
