@@ -45,6 +45,9 @@ def broken_copy(finished, tmp_path, content: str):
     (["--trainer.devices", "3", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"],
      "g4seg: error: 3 processes need at least 3 samples, the dataset has 2; use --trainer.devices 2"),
     (["--data.init_args.root", "/nonexistent/voc"], "g4seg: error: 1 files or folders this config names do not exist"),
+    (["--trainer.devics", "2"], "g4seg: error: unknown option --trainer.devics (did you mean --trainer.devices?)"),
+    (["--data.init_args.limt", "3"], "g4seg: error: data: VOCFolderDataModule takes no option 'limt' (did you mean limit?)"),
+    (["--data.init_args.batch_size", "abc"], "g4seg: error: data.init_args.batch_size: expected int. Got value: abc"),
     (["--data.init_args.root", "README.md"], "g4seg: error: README.md/SegmentationClass: ground-truth folder is missing"),
 ])  # fmt: skip
 def test_config_mistakes(tmp_path, args, expected):

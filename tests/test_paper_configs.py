@@ -27,8 +27,12 @@ def test_real_config_parses_and_names_missing_weights(config: Path):
     code, out, err = cli("predict", "--config", str(config))
     assert code == 2, err[-2000:]
     assert "Traceback" not in err
-    assert any(line.startswith("g4seg: error: /models/") for line in err.strip().splitlines())
-    assert "Download" in err
+    lines = err.strip().splitlines()
+    assert [line for line in lines if line.startswith("g4seg")][0].startswith(
+        "g4seg: error: ") and "files or folders this config names do not exist (nothing was run)" in lines[0]
+    missing = [line.split("  (")[0].strip() for line in lines if line.startswith("  /")]
+    assert any(path.startswith("/models/") for path in missing) and any(path.startswith("/data/") for path in missing)
+    assert err.count("get it: ") == len(missing) == len(set(missing))
 
 
 @pytest.mark.parametrize("config", PAPER, ids=[p.stem for p in PAPER])

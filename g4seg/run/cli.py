@@ -23,9 +23,22 @@ from .failures import PLACE, RUN_FOLDER, report_failure
 from .folder import RunFolder
 from .hooks import FolderHooks, Scoring
 from .module import G4SegModule
+from . import parse_errors
 from .preflight import preflight
 from .stopping import StopOnSignal
 from .writer import ResultWriter
+
+
+class G4SegParser(LightningArgumentParser):
+    """Parse errors in one line (`parse_errors.one_line`); the full usage stays in --help."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        names = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        print(f"g4seg: error: {parse_errors.one_line(message, names)} (g4seg predict --help lists the options)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
 
 
 class G4SegCLI(LightningCLI):
@@ -169,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             check_class_swaps(args[1:])
         G4SegCLI(
             G4SegModule,
+            parser_class=G4SegParser,
             subclass_mode_data=True,
             save_config_callback=None,
             args=argv,  # None: LightningCLI reads sys.argv itself
