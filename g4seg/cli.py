@@ -6,7 +6,7 @@ the model libraries, so they answer at once."""
 import sys
 from pathlib import Path
 
-USAGE = """usage: g4seg {predict,report} ...
+USAGE = """usage: g4seg {predict,report,compare} ...
 
 Compare mask-refinement strategies on coarse segmentation masks.
 
@@ -15,6 +15,8 @@ commands:
             (g4seg predict --help lists every option)
   report    rebuild tables, plots and report.html from a run folder's records:
             g4seg report OUTDIR [--edges ...] [--metrics ...] [--bootstrap N]
+  compare   which strategy wins where, across run folders of one dataset:
+            g4seg compare RUN_A RUN_B [...] [--metric miou] [--output DIR]
 """
 
 
@@ -31,16 +33,21 @@ def main(argv: list[str] | None = None) -> None:
         if not args:
             sys.exit(2)
         return
-    if args[0] == "report":  # no Lightning, no torch: answers in about a second
+    if args[0] in ("report", "compare"):  # no Lightning, no torch: they answer in about a second
         from .run.failures import report_failure
-        from .run.report_command import report_main
 
         try:
-            return report_main(args[1:])
+            if args[0] == "report":
+                from .run.report_command import report_main
+
+                return report_main(args[1:])
+            from .run.compare_command import compare_main
+
+            return compare_main(args[1:])
         except Exception as e:  # noqa: BLE001 - one line for what a user can fix, a traceback for bugs
             sys.exit(report_failure(e))
     if args[0] != "predict":
-        print(f"{USAGE}g4seg: error: unknown command {args[0]!r} (choose predict or report)", file=sys.stderr)
+        print(f"{USAGE}g4seg: error: unknown command {args[0]!r} (choose predict, report or compare)", file=sys.stderr)
         sys.exit(2)
     missing = [path for path in config_files(args[1:]) if not Path(path).is_file()]
     if missing:  # the commonest mistake, answered before Lightning loads
