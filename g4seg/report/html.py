@@ -21,19 +21,24 @@ from ..types import BASELINE, SampleResult
 from . import per_class, winners
 from .cells import gain_text, stratum_footnote
 from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
+from .palette import PALETTE
 from .plots import plot_instances, plot_per_class
 
 PAGE = "report.html"
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1500px}
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1340px}
 h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ccc}
 .warn{background:#ffe3e3;border:2px solid #d33;padding:.6em 1em;font-weight:bold;margin:1em 0}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 td:first-child,td:nth-child(2),th{text-align:left} tr.all td{font-weight:bold;background:#f4f4f4}
 .meta td{text-align:left} .plots img{max-width:100%;margin:.5em 0;display:block}
 .controls{margin:1em 0;font-size:15px} .controls select{font-size:15px;margin-right:1em}
-.row{display:flex;gap:6px;align-items:flex-start;border-bottom:1px solid #ddd;padding:6px 0}
-.cell{font-size:11px;text-align:center;width:132px} .cell img{display:block;margin:auto;max-width:128px}
+.row{display:flex;gap:6px;align-items:flex-start;border-bottom:1px solid #ddd;padding:6px 0;overflow-x:auto}
+.cell{font-size:11px;text-align:center;width:132px;flex:none} .cell img{display:block;margin:auto;max-width:128px;cursor:zoom-in}
+.rowhead{flex:none} .legend span{display:inline-block;margin:0 .8em .3em 0;font-size:12px}
+.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px;border:1px solid #999}
+#zoom{position:fixed;inset:0;background:rgba(0,0,0,.75);display:none;align-items:center;justify-content:center;cursor:zoom-out}
+#zoom img{width:min(90vw,640px);image-rendering:auto;background:#fff}
 .cell.selected{outline:3px solid #1a7f37} .rowhead{width:120px;font-size:12px}
 .pos{color:#1a7f37} .neg{color:#c62828} .ious{text-align:left;white-space:nowrap}
 .scroll{overflow-x:auto;max-width:100%} table.per-class td:nth-child(2){text-align:right}
@@ -42,6 +47,9 @@ td:first-child,td:nth-child(2),th{text-align:left} tr.all td{font-weight:bold;ba
 SCRIPT = """
 (function(){
   var s=document.getElementById('g-strategy'), t=document.getElementById('g-stratum');
+  var q=new URLSearchParams(location.hash.slice(1));  // #strategy=NAME&stratum=40-80 selects, and is kept
+  function pick(sel,v){ if(v!==null && Array.prototype.some.call(sel.options,function(o){return o.value===v;})){sel.value=v;} }
+  pick(s,q.get('strategy')); pick(t,q.get('stratum'));
   function show(){
     var n=0;
     document.querySelectorAll('section.gallery').forEach(function(sec){
@@ -50,7 +58,13 @@ SCRIPT = """
     });
     document.getElementById('g-count').textContent=n?'':'no samples in this stratum';
   }
-  s.addEventListener('change',show); t.addEventListener('change',show); show();
+  function changed(){ show(); history.replaceState(null,'','#strategy='+encodeURIComponent(s.value)+'&stratum='+encodeURIComponent(t.value)); }
+  s.addEventListener('change',changed); t.addEventListener('change',changed); show();
+  var z=document.getElementById('zoom'), zi=z.querySelector('img');
+  document.addEventListener('click',function(e){
+    if(e.target.matches('.cell img')){ zi.src=e.target.src; zi.alt=e.target.alt; z.style.display='flex'; }
+    else if(z.contains(e.target)){ z.style.display='none'; }
+  });
   document.body.dataset.ready='1';
 })();
 """
@@ -169,7 +183,7 @@ class Gallery:
                  self.cell(self.thumbs.source(sid, "image"), "image"),
                  self.cell(self.thumbs.source(sid, "gt"), "ground truth"),
                  self.cell(self.thumbs.source(sid, BASELINE), "coarse")]  # fmt: skip
-        for name in self.strategies:
+        for name in [strategy, *(n for n in self.strategies if n != strategy)]:  # the selected one always in view
             cells.append(self.cell(self.thumbs.source(sid, name), name, self.ious(sid, name), name == strategy))
         injector = self.injector.get(strategy)
         if injector:
@@ -185,14 +199,37 @@ class Gallery:
         for strategy in self.strategies:
             for stratum in stratum_names(self.edges):
                 best, worst = select(self.tables, strategy, self.masks[stratum], self.size)
-                body = [f"<h3>{esc(strategy)}, initial IoU {esc(stratum)}: {len(best)} best</h3>"]
-                body += [self.row(s, strategy, "best") for s in best]
+                body = [f"<h3>{esc(strategy)}, initial IoU {esc(stratum)}: the {len(best)} largest gains</h3>"]
+                body += [self.row(s, strategy, f"largest gains, #{k + 1}") for k, s in enumerate(best)]
                 if worst:
-                    body.append(f"<h3>{len(worst)} worst</h3>")
-                    body += [self.row(s, strategy, "worst") for s in worst]
+                    body.append(f"<h3>the {len(worst)} smallest gains</h3>")
+                    body += [self.row(s, strategy, f"smallest gains, #{k + 1}") for k, s in enumerate(worst)]
                 out.append(f'<section class="gallery" data-strategy="{esc(strategy)}" data-stratum="{esc(stratum)}">'
                            + "".join(body) + "</section>")  # fmt: skip
         return "".join(out)
+
+
+def opening(config: dict, strategies: Sequence[str]) -> str | None:
+    """The strategy the gallery opens on: the first that is not a control (identity chain,
+    no injector), whose rows would all read "gain +0.00"."""
+    spec_of = {s.get("name"): s for s in (config.get("model") or {}).get("strategies") or []}
+    for name in strategies:
+        spec = spec_of.get(name, {})
+        refiners = [str(r.get("class_path", "")) if isinstance(r, dict) else "" for r in spec.get("refiners") or []]
+        if spec.get("injector") or not refiners or not all(r.endswith("Identity") for r in refiners):
+            return name
+    return strategies[0] if strategies else None
+
+
+def legend(metrics: dict, class_names: Sequence[str]) -> str:
+    """The overlay colours of the classes the run scored (the PASCAL VOC colour map)."""
+    first = next(iter(metrics["strategies"].values()), {})
+    index = {name: k for k, name in enumerate(class_names)}
+    swatches = []
+    for name in first.get("per_class", {}):
+        r, g, b = PALETTE[3 * index[name]: 3 * index[name] + 3]
+        swatches.append(f'<span><i style="background:rgb({r},{g},{b})"></i>{esc(name)}</span>')
+    return f'<div class="legend">{"".join(swatches)}</div>'
 
 
 def write_html(out_dir: Path, metrics: dict, results: Sequence[SampleResult], manifest: dict,
@@ -220,19 +257,23 @@ def write_html(out_dir: Path, metrics: dict, results: Sequence[SampleResult], ma
               '<img src="strata.png" alt="gain per stratum">',
               f'<img src="{REPORT_DIR}/per_class.png" alt="gain per class">',
               f'<img src="{REPORT_DIR}/instances.png" alt="initial IoU vs gain per instance"></div>']  # fmt: skip
-    options = lambda values: "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)  # noqa: E731
+    def options(values, chosen=None) -> str:
+        return "".join(f'<option value="{esc(v)}"{" selected" if v == chosen else ""}>{esc(v)}</option>' for v in values)
+
     parts += ["<h2>Gallery</h2>",
               f"<p>Per strategy and stratum: the {gallery} samples with the largest and the {gallery} with the smallest "
               "gain (per-image mIoU, refined minus coarse, over the sample's classes in the stratum). Under each mask: "
-              "IoU per class, coarse &rarr; refined.</p>",
-              '<div class="controls">strategy <select id="g-strategy">' + options(strategies) + "</select>"
+              "IoU per class, coarse &rarr; refined. Click a thumbnail to enlarge it.</p>", legend(metrics, manifest["class_names"]),
+              '<div class="controls">strategy <select id="g-strategy">' + options(strategies, opening(config, strategies))
+              + "</select>"
               'initial IoU <select id="g-stratum">' + options(stratum_names(edges)) + '</select><span id="g-count"></span></div>',
               sections]  # fmt: skip
     if g.thumbs.missing_images:
         parts.append(f'<p class="warn">Images not found under the run\'s data root for {len(g.thumbs.missing_images)} '
                      "samples; their overlays are drawn on grey.</p>")  # fmt: skip
     parts += ["<h2>Configuration</h2><details><summary>resolved config (run.json)</summary><pre>",
-              esc(json.dumps(config, indent=1)), "</pre></details>", f"<script>{SCRIPT}</script></body></html>"]  # fmt: skip
+              esc(json.dumps(config, indent=1)), "</pre></details>", '<div id="zoom"><img alt=""></div>',
+              f"<script>{SCRIPT}</script></body></html>"]  # fmt: skip
     path = out_dir / PAGE
     atomic_write_bytes(path, "\n".join(parts).encode())
     return path

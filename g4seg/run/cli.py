@@ -154,6 +154,7 @@ def record_resolved(config: dict, module: G4SegModule, datamodule) -> None:
 
 
 LIBRARY_CHATTER = ("lightning.pytorch", "lightning.fabric")  # seed, GPU/TPU availability, tips
+KEPT = "lightning.fabric.strategies.launchers"  # "child process terminated ... terminating all other processes"
 
 
 def verbose_asked(args: list[str]) -> bool:
@@ -168,6 +169,7 @@ def quiet_libraries(verbose: bool) -> None:
         return
     for name in LIBRARY_CHATTER:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger(KEPT).setLevel(logging.INFO)
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
