@@ -34,7 +34,7 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "img":
+        if tag == "img" and "src" in a:  # the enlarged view's img gets its src on click
             self.images.append(a["src"])
         elif tag == "table" and a.get("id") == "summary":
             self._in_summary = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
@@ -28,6 +29,7 @@ from ..files import open_no_follow
 from .stop_file import STOP, signal_in
 
 CAUGHT = (signal.SIGTERM, signal.SIGINT)
+CHILDREN_TIMEOUT = 300  # seconds process 0 waits for the processes it started to finish their batch
 
 
 class StopOnSignal(Callback):
@@ -58,7 +60,7 @@ class StopOnSignal(Callback):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
-    def _check(self) -> None:
+    def _check(self, trainer) -> None:
         signum = self.received
         if signum is not None:  # for the others, and for which signal it was
             fd = open_no_follow(self.stop_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -67,6 +69,11 @@ class StopOnSignal(Callback):
         else:
             signum = signal_in(self.stop_file)
         if signum is not None:
+            for proc in getattr(trainer.strategy.launcher, "procs", None) or []:  # Lightning's: process 0 started them
+                try:  # they stop after their batch in flight; then the count below is final
+                    proc.wait(timeout=CHILDREN_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    pass
             raise RunStopped(signum, self.progress() if self.progress is not None else "")
 
     # A stop file left by an earlier stopped run is removed before the setup barrier that
@@ -78,10 +85,10 @@ class StopOnSignal(Callback):
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self._install()
-        self._check()
+        self._check(trainer)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._check()
+        self._check(trainer)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._restore()
