@@ -29,6 +29,11 @@ from .stopping import StopOnSignal
 from .writer import ResultWriter
 
 
+PREDICT_HELP = ("Run every strategy of the config on the dataset and score it against the coarse masks. g4seg's "
+                "own options come first; --model.* and --data.* are the config's keys; the --trainer.* options "
+                "that matter here are accelerator, devices, num_nodes, strategy and precision.")
+
+
 class G4SegParser(LightningArgumentParser):
     """Parse errors in one line (`parse_errors.one_line`); the full usage stays in --help."""
 
@@ -185,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         G4SegCLI(
             G4SegModule,
             parser_class=G4SegParser,
+            parser_kwargs={"prog": "g4seg", "predict": {"description": PREDICT_HELP}},
             subclass_mode_data=True,
             save_config_callback=None,
             args=argv,  # None: LightningCLI reads sys.argv itself

@@ -51,11 +51,19 @@ class Scoring(Callback):
         self.folder = folder
         self.settings = ReportSettings(check_shown(metrics, "scoring.metrics"), bootstrap, seed, gallery)
         self.document: dict | None = None
+        self._summary: str | None = None
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         trainer.strategy.barrier("g4seg-records-written")
         if trainer.is_global_zero:
             self.document, table = score(self.folder, self.settings)
             out = self.folder.path
-            print(f"\n{table}\nresults in {out}/ (full table: summary.md; metrics.json, metrics.csv, strata.png)\n"
-                  f"report: {(out / 'report.html').resolve()}")
+            self._summary = (f"\n{table}\nresults in {out}/ (full table and per-class table: summary.md; metrics.json, "
+                             f"metrics.csv, strata.png)\nreport: {(out / 'report.html').resolve()}")  # fmt: skip
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """The summary goes out once the progress bar has finished (its last redraw would
+        otherwise land below the report's path)."""
+        if self._summary:
+            print(self._summary)
+            self._summary = None
