@@ -68,7 +68,8 @@ class G4SegCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Every missing model, checkpoint and data folder of the config, listed at once,
         before seconds go into building the first model."""
-        config = json.loads(self._parser(self.subcommand).dump(self.config[self.subcommand], format="json", skip_none=False))
+        sub = self.subcommand
+        config = json.loads(self._parser(sub).dump(self.config[sub] if sub else self.config, format="json", skip_none=False))
         preflight(config)
         if self._get(self.config, "verbose"):  # asked for in a config file rather than on the command line
             for name in LIBRARY_CHATTER:
