@@ -34,7 +34,9 @@ def _label(metrics: dict, name: str) -> str:
 
 
 def plot_strata(metrics: dict, path: Path, shown: Sequence[str] = SHOWN) -> None:
-    """Gain per stratum per strategy, one panel per metric, 95% CIs as error bars."""
+    """Gain per stratum per strategy, one panel per metric (stacked, so that the picture is
+    at most ~1,300 px wide and shown unscaled on the page), 95% CIs as error bars, the legend
+    below the panels rather than over the bars."""
     import numpy as np
 
     plt = _pyplot()
@@ -43,9 +45,12 @@ def plot_strata(metrics: dict, path: Path, shown: Sequence[str] = SHOWN) -> None
     first = metrics["strategies"][names[0]]
     labels = ["all"] + [f"{s['low']:g}-{s['high']:g}\n(n={s['count']})" for s in first["strata"]]
     width = 0.8 / max(1, len(names))
-    fig, axes = plt.subplots(1, len(shown), figsize=(len(shown) * (1.6 + 1.4 * len(labels)), 4), squeeze=False)
+    legend_rows = math.ceil(len(names) / 4)
+    width_in = min(12.0, max(7.0, 1.2 + 0.32 * len(names) * len(labels)))
+    height_in = 3.2 * len(shown) + 0.3 + 0.25 * legend_rows
+    fig, axes = plt.subplots(len(shown), 1, figsize=(width_in, height_in), squeeze=False)
     x = np.arange(len(labels))
-    for ax, metric in zip(axes[0], shown):
+    for ax, metric in zip(axes[:, 0], shown):
         _, _, kg, kc = metric_keys(metric)
         for i, name in enumerate(names):
             m = metrics["strategies"][name]
@@ -70,12 +75,13 @@ def plot_strata(metrics: dict, path: Path, shown: Sequence[str] = SHOWN) -> None
         ax.set_xlabel("initial IoU of the coarse mask (%)")
         ax.set_ylabel(f"{TITLES[metric]} gain over coarse (points)")
         ax.set_title(TITLES[metric] + (" (random weights!)" if metrics.get("random_weights") else ""))
-    axes[0][0].legend(fontsize=8)
+    handles, texts = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, texts, loc="lower center", ncol=min(4, len(names)), fontsize=8, frameon=False)
     title = "Refinement gain by input quality" + (" (bars: 95% bootstrap CI)" if "bootstrap" in metrics else "")
     if any(0 < s["count"] < MIN_INSTANCES for m in metrics["strategies"].values() for s in m["strata"]):
         title += f"; hatched {FEW}: fewer than {MIN_INSTANCES} instances, not a result; no bar: empty stratum"
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.1 + 0.25 * legend_rows) / height_in, 1, 1))
     _save(fig, path)
 
 
