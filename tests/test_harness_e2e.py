@@ -29,6 +29,9 @@ def test_cli_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli(*DEMO_ARGS, "--output_dir", str(out))
     assert "Which strategy wins where: mIoU gain" in proc.stdout and "densecrf" in proc.stdout, proc.stdout
+    # the progress bar counts images (8, in batches of 2) and has ended before the summary
+    bar = proc.stdout.split("Which strategy")[0]
+    assert "Predicting" in bar and " 8/8 " in bar and "Predicting" not in proc.stdout.split("Which strategy")[1]
     view = proc.stdout.split("Which strategy")[1].split("95% CI: paired bootstrap")[0]
     assert view.count("\n") >= 6 and all(len(line) <= 100 for line in view.splitlines())
     metrics = read_metrics(out)

@@ -25,6 +25,7 @@ from .hooks import FolderHooks, Scoring
 from .module import G4SegModule
 from . import parse_errors
 from .preflight import preflight
+from .progress import sample_progress_bar
 from .stopping import StopOnSignal
 from .writer import ResultWriter
 
@@ -84,6 +85,8 @@ class G4SegCLI(LightningCLI):
         scoring = dict(scoring) if not hasattr(scoring, "as_dict") else scoring.as_dict()
         extra = [FolderHooks(self.folder), ResultWriter(self.folder, save_generated=get("save_generated")), Scoring(self.folder, **scoring),
                  StopOnSignal(self.folder.path, self.folder.progress)]  # last: a batch's records are written before a stop  # fmt: skip
+        if config.get("enable_progress_bar") is not False:  # first: its teardown ends the bar before the summary
+            extra.insert(0, sample_progress_bar())
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def before_predict(self) -> None:
