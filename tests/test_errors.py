@@ -177,3 +177,16 @@ def test_image_suffix_in_capitals_is_found(tmp_path):
     code, _, err = cli(*BASE, "--data.init_args.root", str(root), "--output_dir", str(tmp_path / "o"))
     assert code == 0, err[-2000:]
     assert Image.open(jpg.with_suffix(".JPG")).size == (500, 281)
+
+
+def test_a_corrupt_clip_checkpoint_is_one_error(tmp_path):
+    """Random bytes where the open_clip weights should be: one line naming the file and the
+    likely cause, not PyTorch's advice to load with weights_only=False."""
+    bad = tmp_path / "ViT-B-16.bin"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    code, _, err = cli("predict", "--config", "configs/paper/tiny/table1_tsss.yaml", "--output_dir", str(tmp_path / "o"),
+                       "--data.init_args.coarse.init_args.clip", "ViT-B-16",
+                       "--data.init_args.coarse.init_args.pretrained", str(bad))  # fmt: skip
+    assert the_line(code, err) == (f"g4seg: error: {bad}: not a readable checkpoint (UnpicklingError; a truncated or "
+                                   "corrupt download?).")  # fmt: skip
+    assert "weights_only" not in err

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import pickle
 import warnings
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -97,6 +99,9 @@ def load_clip(model: str, pretrained: str | None, quick_gelu: bool | None = None
                           "activation (GELU). For OpenAI CLIP weights set quick_gelu: true", stacklevel=2)  # fmt: skip
     try:
         clip = open_clip.create_model(model, pretrained=pretrained, force_quick_gelu=bool(quick_gelu))
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:  # not a checkpoint at all (torch.load)
+        raise hub.missing(str(pretrained), f"not a readable checkpoint ({type(e).__name__}; a truncated or corrupt "
+                          "download?)", "the weights", get, "pretrained") from None  # fmt: skip
     except (RuntimeError, AssertionError, KeyError, ValueError) as e:  # open_clip asserts on shape mismatches
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise hub.missing(str(pretrained), f"cannot load as open_clip {model} (weights of another architecture?): {first}",
