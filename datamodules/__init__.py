@@ -5,9 +5,10 @@ from g4seg.classes import PRESETS, resolve_classes
 from .clip_segmenters import SCLIP, ClearCLIP, MaskCLIP
 from .coarse import CoarseFromFiles, CoarseSource, SyntheticDegradation
 from .folder import VOCFolderDataModule
+from .hf_segmenter import HFSegmenter
 from .io import DataError
 
 __all__ = [
-    "PRESETS", "SCLIP", "ClearCLIP", "MaskCLIP", "CoarseFromFiles", "CoarseSource", "DataError", "SyntheticDegradation",
+    "PRESETS", "SCLIP", "ClearCLIP", "HFSegmenter", "MaskCLIP", "CoarseFromFiles", "CoarseSource", "DataError", "SyntheticDegradation",
     "VOCFolderDataModule", "resolve_classes",
 ]  # fmt: skip

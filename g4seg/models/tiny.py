@@ -120,3 +120,27 @@ def tiny_cascadepsp(seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return RefinementNetwork(base=8, layers=(1, 1, 1, 1))
+
+
+def tiny_segmenter(kind: str, labels: list[str], seed: int = 0):
+    """A random SegFormer (~30 k parameters) or Mask2Former with a small Swin (~1.2 M), with
+    `labels` as its classes, and its image processor at 128 px; built offline from configs."""
+    import transformers as tf
+
+    names = {i: n for i, n in enumerate(labels)}
+    ids = {n: i for i, n in names.items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "tiny-segformer":
+            config = tf.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[4, 2], hidden_sizes=[16, 32],
+                                        patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+                                        decoder_hidden_size=32, num_labels=len(labels), id2label=names, label2id=ids)  # fmt: skip
+            return (tf.SegformerForSemanticSegmentation(config).eval(),
+                    tf.SegformerImageProcessor(size={"height": 128, "width": 128}))  # fmt: skip
+        swin = tf.SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                             out_features=["stage1", "stage2", "stage3", "stage4"])  # fmt: skip
+        config = tf.Mask2FormerConfig(num_labels=len(labels), id2label=names, label2id=ids, hidden_dim=32, num_queries=8,
+                                      encoder_feedforward_dim=64, dim_feedforward=64, decoder_layers=2, mask_feature_size=32,
+                                      encoder_layers=1, num_attention_heads=2, backbone_config=swin.to_dict())  # fmt: skip
+        return (tf.Mask2FormerForUniversalSegmentation(config).eval(),
+                tf.Mask2FormerImageProcessor(size={"shortest_edge": 128, "longest_edge": 256}))  # fmt: skip
