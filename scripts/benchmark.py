@@ -145,17 +145,20 @@ def inversion_table(samples: list[Sample], args, dtype) -> None:
 
 
 def producers_table(samples: list[Sample], args) -> None:
-    """Seconds per image of each CLIP segmenter (text embeddings cached after the first
+    """Seconds per image of each coarse producer (CLIP text embeddings cached after the first
     image, as in a run), and the parameters a G4Seg refiner on the same CLIP does not load again."""
-    from datamodules import SCLIP, ClearCLIP, MaskCLIP
+    from datamodules import SCLIP, ClearCLIP, HFSegmenter, MaskCLIP
     from strategies.refiners import Correspondence
 
-    print(f"\n{'CLIP segmenter':<16} {'s/image':>9}")
-    for cls in (MaskCLIP, SCLIP, ClearCLIP):
-        seg = cls(device=args.device, names="voc21_sclip.txt")
+    print(f"\n{'coarse producer':<22} {'s/image':>9}")
+    producers = {"MaskCLIP": MaskCLIP(pipeline="sclip", names="voc21_sclip.txt"), "SCLIP": SCLIP(names="voc21_sclip.txt"),
+                 "ClearCLIP": ClearCLIP(), "HF tiny-segformer": HFSegmenter(model="tiny-segformer"),
+                 "HF tiny-mask2former": HFSegmenter(model="tiny-mask2former")}  # fmt: skip
+    for name, seg in producers.items():
+        seg.to(args.device)
         run = lambda seg=seg: [seg.make(s.id, s.image.numpy(), s.gt.numpy(), 21, s.class_names) for s in samples]  # noqa: E731
         [seconds] = timed([run], args.device, max(1, args.repeats // 2))
-        print(f"{cls.__name__:<16} {seconds / len(samples):>9.4f}")
+        print(f"{name:<22} {seconds / len(samples):>9.4f}")
     refiner = Correspondence()
     shared = refiner.encoder.visual is SCLIP().model.visual
     n = sum(p.numel() for p in refiner.encoder.visual.parameters())
