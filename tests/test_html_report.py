@@ -197,7 +197,7 @@ document.body.dataset.pageWidth=document.documentElement.scrollWidth;
 
 def test_at_1400_pixels_the_page_fits_and_the_selected_strategy_is_in_view(run, tmp_path):
     """The demo page in Chromium at 1,400 px: no horizontal page scroll, and the selected
-    strategy's thumbnail lies inside the window in every gallery row (the page is measured
+    strategy's thumbnail lies inside the window in the gallery (the page is measured
     from a copy with a measuring script appended; the page itself is unchanged)."""
     browser = chromium()
     if browser is None:
@@ -207,7 +207,8 @@ def test_at_1400_pixels_the_page_fits_and_the_selected_strategy_is_in_view(run, 
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,900",
              "--virtual-time-budget=5000"]  # fmt: skip
     try:
-        for strategy in read_metrics(run)["strategies"]:
+        names = list(read_metrics(run)["strategies"])
+        for strategy in (names[0], names[-1]):  # the last was the farthest right before the selected one came first
             dom = subprocess.run([*flags, "--dump-dom", f"{copy.resolve().as_uri()}#strategy={strategy}&stratum=all"],
                                  capture_output=True, text=True, timeout=120).stdout  # fmt: skip
             right = int(dom.split('data-selected-right="')[1].split('"')[0])
