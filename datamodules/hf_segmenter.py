@@ -17,7 +17,7 @@ import torch
 
 from g4seg.errors import ConfigError
 from g4seg.interfaces import CoarseProducer
-from g4seg.models.hf_segmentation import HF_SEG_GET, TINY, load_segmenter, semantic_probs
+from g4seg.models.hf_segmentation import HF_SEG_GET, load_segmenter, semantic_probs
 from g4seg.types import ClassProbs, Sample
 
 from .coarse import CoarseSource

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli, finished_run, read_metrics
+from conftest import finished_run, read_metrics
 from datamodules import HFSegmenter, VOCFolderDataModule
 from datamodules.hf_segmenter import TINY_LABELS
 from g4seg.models.hf_segmentation import semantic_probs

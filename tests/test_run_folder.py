@@ -4,7 +4,6 @@ the current dataset's ids, one writer at a time, files as the umask says."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

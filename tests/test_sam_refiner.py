@@ -280,7 +280,6 @@ def test_components_equal_samrefiners_merge_regions_on_random_masks():
     import cv2
 
     rng = np.random.default_rng(0)
-    differ_without_revisit = 0
     for _ in range(300):
         mask = np.zeros((48, 64), np.uint8)
         for _ in range(int(rng.integers(1, 7))):  # blobs and specks, some touching, some apart

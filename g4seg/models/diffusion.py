@@ -13,7 +13,6 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from . import hub

@@ -31,6 +31,8 @@ from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
 from g4seg.types import ClassProbs, Generated, Sample
 
+from .soft_input import is_hard
+
 PRESETS = {
     "deeplab": {"iterations": 10, "gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 50.0,
                 "bilateral_srgb": 13.0, "bilateral_compat": 10.0},
@@ -47,10 +49,6 @@ def clip_es_image(rgb: np.ndarray) -> np.ndarray:
     bgr -= np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
     with np.errstate(invalid="ignore"):
         return np.ascontiguousarray(bgr.astype(np.uint8))
-
-
-def is_hard(p: np.ndarray) -> bool:
-    return bool(((p == 0) | (p == 1)).all())
 
 
 class DenseCRF(Refiner):

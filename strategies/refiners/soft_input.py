@@ -15,7 +15,12 @@ from g4seg.types import ClassProbs
 
 SOFTEN_MODES = ("auto", "always", "never")
 
-__all__ = ["SOFTEN_MODES", "signed_distance", "soften", "why_inert"]
+__all__ = ["SOFTEN_MODES", "is_hard", "signed_distance", "soften", "why_inert"]
+
+
+def is_hard(p) -> bool:
+    """Only 0 and 1 (a label map given as probabilities); an array or a tensor."""
+    return bool(((p == 0) | (p == 1)).all())
 
 
 def why_inert(probs: ClassProbs, low: float, high: float) -> str | None:
@@ -28,7 +33,7 @@ def why_inert(probs: ClassProbs, low: float, high: float) -> str | None:
     if not fg:
         return None
     p = probs.probs[fg]
-    if bool(((p == 0) | (p == 1)).all()):
+    if is_hard(p):
         return "hard 0/1 probabilities"
     if not bool(((p >= low) & (p <= high)).any()):
         return f"no foreground probability in [{low:g}, {high:g}]"
