@@ -19,16 +19,15 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ..errors import ConfigError
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.metrics import SHOWN
+from . import parse_errors
 from .failures import PLACE, RUN_FOLDER, report_failure
 from .folder import RunFolder
 from .hooks import FolderHooks, Scoring
 from .module import G4SegModule
-from . import parse_errors
 from .preflight import preflight
 from .progress import sample_progress_bar
 from .stopping import StopOnSignal
 from .writer import ResultWriter
-
 
 PREDICT_HELP = ("Run every strategy of the config on the dataset and score it against the coarse masks. g4seg's "
                 "own options come first; --model.* and --data.* are the config's keys; the --trainer.* options "

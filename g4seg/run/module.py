@@ -27,7 +27,6 @@ from ..evaluation.metrics import DEFAULT_EDGES, check_edges
 from ..interfaces import Chain, CoarseProducer, Injector, Refiner
 from ..types import BASELINE, IGNORE_INDEX, AlreadyDone, ClassProbs, Generated, Sample, SampleResult
 
-
 UNCHANGED = "changed no label"
 
 

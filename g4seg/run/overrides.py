@@ -12,8 +12,8 @@ carry over.
 from __future__ import annotations
 
 import importlib
-import json
 import inspect
+import json
 import re
 from pathlib import Path
 
