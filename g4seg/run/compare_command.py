@@ -11,7 +11,6 @@ is the folder's name). Like `g4seg report`, it imports neither Lightning nor tor
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import ConfigError
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -22,6 +21,7 @@ from ..report import per_class
 from ..report.write import check_shown, markdown, terminal_summary
 from ..types import BASELINE, SampleResult
 from .folder import RunFolder
+from .report_command import new_folder
 
 
 def labels_of(folders: list[RunFolder]) -> list[str]:
@@ -83,9 +83,7 @@ def compare_main(argv: list[str]) -> None:
     print(f"compared on the {len(results)} images every run has ({', '.join(f'{k}: {v}' for k, v in held.items())})")
     print(terminal_summary(document, shown))
     if args.output:
-        out = Path(args.output)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ConfigError(f"{out}: --output must be a new or empty folder")
+        out = new_folder(args.output)
         atomic_write_json(out / "metrics.json", {**document, "runs": {k: str(f.path.resolve()) for k, f in zip(labels, folders)}})
         atomic_write_bytes(out / "summary.md", (markdown(document, None, shown) + "\n" + per_class.markdown(document)).encode())
         print(f"comparison: {out.resolve()}/summary.md")

@@ -73,7 +73,7 @@ def report_failure(exc: BaseException) -> int:
     """One line for what a user can act on, and its exit code; raises what is a bug."""
     label = process_label()
     stopped = next((e for e in causes(exc) if isinstance(e, RunStopped)), None)
-    if stopped is not None:  # every process stopped together; the first one says so
+    if stopped is not None:  # each process stops after its own batch in flight; process 0 says so
         if place()[0] != 0:  # Lightning's launcher kills every process when another ends with an error code
             return 0
         print(f"g4seg: {stopped}", file=sys.stderr)

@@ -44,14 +44,19 @@ def report_main(argv: list[str]) -> None:
 REPORT_FILES = ("metrics.json", "metrics.csv", "summary.md", "strata.png", "report.html")
 
 
+def new_folder(output: str) -> Path:
+    """An `--output` folder that holds nothing yet (`report` and `compare`)."""
+    target = Path(output)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"{target}: --output must be a new or empty folder (a report is never overwritten)")
+    return target
+
+
 def report_folder(run_dir: Path, output: str | None, in_place: bool) -> Path:
     if in_place:
         return run_dir
     if output is not None:
-        target = Path(output)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise ConfigError(f"{target}: --output must be a new or empty folder (a report is never overwritten)")
-        return target
+        return new_folder(output)
     if not any((run_dir / name).exists() for name in REPORT_FILES):
         return run_dir  # a stopped run: its first report
     n = 1

@@ -17,7 +17,6 @@ end. A second signal of the same kind is not caught again and ends the process a
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 from ..errors import RunStopped
-from ..files import open_no_follow
+from ..files import atomic_write_bytes
 from .stop_file import STOP, signal_in
 
 CAUGHT = (signal.SIGTERM, signal.SIGINT)
@@ -62,10 +61,8 @@ class StopOnSignal(Callback):
 
     def _check(self, trainer) -> None:
         signum = self.received
-        if signum is not None:  # for the others, and for which signal it was
-            fd = open_no_follow(self.stop_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.write(fd, str(signum).encode())
-            os.close(fd)
+        if signum is not None:  # for the others, whole (renamed into place, a planted link replaced, not followed)
+            atomic_write_bytes(self.stop_file, str(signum).encode())
         else:
             signum = signal_in(self.stop_file)
         if signum is not None:
