@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 
-GROUND = {"types", "interfaces", "errors", "seeding", "files", "classes", "images", "softening"}
+GROUND = {"types", "interfaces", "errors", "seeding", "files", "classes", "images", "softening", "precision"}
 # what each part of g4seg may import from the rest of g4seg (besides the ground floor)
 CORE = {
     "ground": set(),

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import autocast, check_precision
 from . import hub
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -129,6 +130,7 @@ class DenseCLIP(nn.Module):
         maskclip: take the value embedding of that block's attention (MaskCLIP) instead of
             its full output; better localised features for dense matching.
         quick_gelu: the activation of the weights (None: from open_clip's metadata; see `load_clip`).
+        precision: see `g4seg.precision` (the reference runs fp32).
     """
 
     def __init__(
@@ -139,8 +141,10 @@ class DenseCLIP(nn.Module):
         layer: int = -1,
         maskclip: bool = False,
         quick_gelu: bool | None = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
+        self.precision = check_precision("DenseCLIP", precision)
         self.random_weights = model == "tiny" or not pretrained  # an architecture without weights is random too
         self.visual = shared_clip(model, pretrained, quick_gelu).visual
         self.visual.eval().requires_grad_(False)
@@ -176,9 +180,14 @@ class DenseCLIP(nn.Module):
         device = self.mean.device
         x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float() / 255.0
         x = (x - self.mean) / self.std
+        with autocast(self.precision, device):
+            x = self.tokens(x)
+        b, g = x.shape[0], self.grid
+        return F.normalize(x.float(), dim=-1).reshape(b, g, g, -1)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
         v = self.visual
         x = vit_tokens(v, x, lambda gh, gw: self.positional(gh))
-        b, g = x.shape[0], self.grid
         blocks = v.transformer.resblocks
         for block in blocks[: self.layer]:
             x = block(x)
@@ -193,5 +202,4 @@ class DenseCLIP(nn.Module):
             x = v.ln_post(x)
             if v.proj is not None:
                 x = x @ v.proj
-        x = x[:, 1:]
-        return F.normalize(x.float(), dim=-1).reshape(b, g, g, -1)
+        return x[:, 1:]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..precision import autocast
 from . import hub
 
 SAM_GET = ("hf download facebook/sam-vit-base --local-dir sam-vit-base (also sam-vit-large, sam-vit-huge; "
@@ -100,15 +101,16 @@ class SharedSam:
         return ip.post_process_masks([low_res[:, None]], [list(size)], [list(resized)], binarize=False)[0][:, 0]
 
     @torch.no_grad()
-    def embed(self, sample_id: str, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    def embed(self, sample_id: str, image: np.ndarray, precision: str = "fp32") -> tuple[torch.Tensor, tuple[int, int]]:
         """(image embedding (SAM: [1, 256, 64, 64]; HQ-SAM: with its intermediate embeddings;
         SAM 2: its feature pyramid), resized input size (h, w)) of an RGB uint8 image."""
-        key = (sample_id, str(self.device), image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest())
+        key = (sample_id, str(self.device), precision, image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest())
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
             return self._embeddings[key]
         inputs = self.processor(images=image, return_tensors="pt")
-        embedding = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
+        with autocast(precision, self.device):
+            embedding = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
         if self.kind == "sam2":  # a square resize, no padding; the embedding is a feature pyramid
             resized = (self.input_size, self.input_size)
         else:  # the longest side to the input size, then padded

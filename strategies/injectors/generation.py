@@ -33,13 +33,13 @@ from g4seg.errors import ConfigError
 from g4seg.interfaces import Injector
 from g4seg.models.diffusion import SD_REPO, load_diffusion
 from g4seg.models.hub import hub_command
+from g4seg.precision import autocast, check_precision
 from g4seg.seeding import stable_seed
 from g4seg.types import Generated, Sample
 
 from .inversion import ddim_invert, inversion_timesteps, optimise_null_text
 
 INVERSIONS = ("none", "ddim", "null_text")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 NULL_TEXT_GUIDANCE = 7.5  # Mokady et al.'s guidance scale, the default when null_text is chosen
 
 
@@ -130,9 +130,7 @@ class DiffusionInjector(Injector):
         precision: str = "auto",
     ) -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.precision = precision
+        self.precision = check_precision(type(self).__name__, precision)
         models = load_diffusion(model, self.controlnet_source)
         self.models_info = models
         self.random_weights = models.random_weights
@@ -269,11 +267,7 @@ class DiffusionInjector(Injector):
     def autocast(self):
         """The UNet, ControlNet, text encoder and VAE under autocast: "auto" is fp16 on a GPU
         and fp32 on the CPU; "bf16" also on the CPU (measured against fp32 in the README)."""
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}.get(
-            self.precision, torch.float16 if self.device.type == "cuda" else None)  # fmt: skip
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def regenerate(self, jobs: Jobs, x0: torch.Tensor, text: torch.Tensor, added: dict, inject: bool = True) -> torch.Tensor:
         """x0_hat of one UNet step from t_s (with guidance: one guided step)."""

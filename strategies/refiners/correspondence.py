@@ -29,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
 from g4seg.models.clip import CLIP_GET, DenseCLIP
+from g4seg.precision import check_precision
 from g4seg.types import ClassProbs, Generated, Sample
 
 from .soft_input import SOFTEN_MODES, soften, why_inert
@@ -81,6 +82,8 @@ class Correspondence(Refiner):
             leaves other input alone; "always" softens every input; "never" refuses such
             input with an error saying what to set.
         temperature: softening width in pixels (probability 0.27/0.73 at 1 T outside/inside).
+        precision: the CLIP features' autocast, "fp32" (as released), "bf16", "fp16" or "auto"
+            (`g4seg.precision`); the matching itself runs in fp32.
     """
 
     needs_generated = True
@@ -100,6 +103,7 @@ class Correspondence(Refiner):
         conf_range: tuple[float, float] = (0.2, 0.6),
         soften: str = "auto",
         temperature: float = 8.0,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         if preset is not None:
@@ -112,7 +116,8 @@ class Correspondence(Refiner):
         beta = 0.8 if beta is None else beta
         if not 0.0 <= beta <= 1.0:
             raise ConfigError(f"beta must lie in [0, 1], got {beta}")
-        self.encoder = DenseCLIP(clip, pretrained, image_size, layer, maskclip, quick_gelu)
+        check_precision("Correspondence", precision)
+        self.encoder = DenseCLIP(clip, pretrained, image_size, layer, maskclip, quick_gelu, precision)
         self.random_weights = self.encoder.random_weights
         self.beta, self.preset = float(beta), preset
         self.low, self.high = float(conf_range[0]), float(conf_range[1])

@@ -23,9 +23,7 @@ every other class and nothing would move.)
 from __future__ import annotations
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
 import torch
-from pydensecrf.utils import unary_from_labels, unary_from_softmax
 
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
@@ -41,6 +39,16 @@ PRESETS = {
 }  # fmt: skip
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
 HARD_INPUT = ("labels", "as_is")
+
+
+def pydensecrf():
+    """The compiled package, imported when a DenseCRF is made, so that the other refiners
+    work where it is not installed (an image with no compiler for its source)."""
+    try:
+        import pydensecrf.densecrf as dcrf
+    except ImportError:
+        raise ConfigError("DenseCRF needs the pydensecrf2 package: pip install pydensecrf2") from None
+    return dcrf
 
 
 def clip_es_image(rgb: np.ndarray) -> np.ndarray:
@@ -73,6 +81,7 @@ class DenseCRF(Refiner):
         gt_prob: float = 0.7,
     ) -> None:
         super().__init__()
+        pydensecrf()  # a missing package is named when the config is built, not at the first sample
         if preset not in PRESETS:
             raise ConfigError(f"DenseCRF preset must be one of {sorted(PRESETS)}, got {preset!r}")
         if hard_input not in HARD_INPUT:
@@ -95,6 +104,8 @@ class DenseCRF(Refiner):
                 "hard_input": self.hard_input, "gt_prob": self.gt_prob}  # fmt: skip
 
     def unary(self, probs: ClassProbs) -> tuple[np.ndarray, str | None]:
+        from pydensecrf.utils import unary_from_labels, unary_from_softmax
+
         p = probs.probs.detach().cpu().numpy().astype(np.float32)
         if self.hard_input == "labels" and is_hard(p):
             labels = p.argmax(0)  # channel index: the label of each pixel
@@ -111,7 +122,7 @@ class DenseCRF(Refiner):
         unary, note = self.unary(probs)
         rgb = sample.image.cpu().numpy().astype(np.uint8)
         image = clip_es_image(rgb) if self.preset == "clip_es" else np.ascontiguousarray(rgb)
-        crf = dcrf.DenseCRF2D(w, h, k)  # width first
+        crf = pydensecrf().DenseCRF2D(w, h, k)  # width first
         crf.setUnaryEnergy(np.ascontiguousarray(unary))
         crf.addPairwiseGaussian(sxy=self.gaussian[0], compat=self.gaussian[1])
         sxy, srgb, compat = self.bilateral

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from g4seg.models.cascadepsp import RefinementNetwork
+from g4seg.precision import autocast
 
 PAD = 16
 LOW, HIGH = 0.1, 0.9  # crops whose foreground fraction lies outside are not worth refining
@@ -123,7 +124,8 @@ def local_step(
 
 @torch.no_grad()
 def refine_masks(
-    net: RefinementNetwork, image: torch.Tensor, masks: torch.Tensor, L: int = 900, fast: bool = False
+    net: RefinementNetwork, image: torch.Tensor, masks: torch.Tensor, L: int = 900, fast: bool = False,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Refined foreground probability [K, H, W] for K binary masks of one image.
 
@@ -136,13 +138,15 @@ def refine_masks(
     x = (image.to(device).permute(2, 0, 1)[None].float() / 255.0 - mean) / std
     x = x.expand(len(masks), -1, -1, -1)
     seg = masks.to(device)[:, None].float() * 2 - 1
-    out = global_step(net, x, seg, L)
+    with autocast(precision, device):
+        out = global_step(net, x, seg, L)
+        out = {k: v.float() for k, v in out.items()}
+        if not fast:
+            pred, _ = local_step(net, x, out, L)
     if fast:
         pred = out["pred_224"]
         if max(h, w) < L:
             pred = F.interpolate(pred, size=(h, w), mode="area")
         elif max(h, w) > L:
             pred = F.interpolate(pred, size=(h, w), mode="bilinear", align_corners=True)
-    else:
-        pred, _ = local_step(net, x, out, L)
-    return pred[:, 0].clamp(0, 1).cpu()
+    return pred[:, 0].float().clamp(0, 1).cpu()

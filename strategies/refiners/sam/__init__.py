@@ -17,9 +17,10 @@ import torch
 
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
+from g4seg.models.sam import SAM_GET, TINY, SharedSam, shared_sam
+from g4seg.precision import autocast, check_precision
 from g4seg.types import ClassProbs, Generated, Sample
 
-from g4seg.models.sam import SAM_GET, TINY, SharedSam, shared_sam
 from .prompts import DISTANCES, MIN_AREA, Prompt, components, make_prompt, mask_prompt
 
 __all__ = ["SAMRefiner"]
@@ -38,14 +39,17 @@ class SAMRefiner(Refiner):
         (the reference drops < 5); a lone component is always refined, as there.
     distance: "fastgeodis" (the reference's raster transform, needs the FastGeodis package)
         or "exact" (OpenCV's exact Euclidean transform).
+    precision: autocast of SAM's encoder and decoder, "fp32" (as released), "bf16", "fp16"
+        or "auto" (`g4seg.precision`).
     """
 
     FILES_NEEDED = {"model": f"the SAM model: {SAM_GET}"}
 
     def __init__(self, model: str = "tiny", iterations: int = 5, use_box: bool = True, use_points: bool = True,
                  use_mask: bool = True, add_neg: bool = True, gamma: float = 4.0, strength: float = 30.0,
-                 min_area: int = MIN_AREA, distance: str = "fastgeodis") -> None:  # fmt: skip
+                 min_area: int = MIN_AREA, distance: str = "fastgeodis", precision: str = "fp32") -> None:  # fmt: skip
         super().__init__()
+        self.precision = check_precision("SAMRefiner", precision)
         if distance not in DISTANCES:
             raise ConfigError(f"SAMRefiner distance must be one of {DISTANCES}, got {distance!r}")
         if distance == "fastgeodis":
@@ -93,7 +97,7 @@ class SAMRefiner(Refiner):
         """SAM's logits [J, H, W] for J binary masks of one image after the iterations."""
         image = sample.image.numpy()
         h, w = image.shape[:2]
-        embedding, resized = self.shared.embed(sample.id, image)
+        embedding, resized = self.shared.embed(sample.id, image, self.precision)
         logits = torch.zeros(len(masks), h, w)
         current = [m.astype(bool) for m in masks]
         active = list(range(len(masks)))
@@ -125,6 +129,7 @@ class SAMRefiner(Refiner):
         if self.use_mask:
             dense = [mask_prompt(m, p.gaussian, resized, self.shared.input_size, self.strength) for m, p in zip(masks, prompts)]
             kwargs["input_masks"] = torch.stack(dense).to(device)
-        out = self.sam(**self.shared.batch(embedding, len(prompts)), multimask_output=True, **kwargs)
+        with autocast(self.precision, device):
+            out = self.sam(**self.shared.batch(embedding, len(prompts)), multimask_output=True, **kwargs)
         best = out.iou_scores[:, 0].argmax(-1)
-        return out.pred_masks[torch.arange(len(prompts)), 0, best]
+        return out.pred_masks[torch.arange(len(prompts)), 0, best].float()
