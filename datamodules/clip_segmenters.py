@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from g4seg.errors import ConfigError
 from g4seg.interfaces import CoarseProducer
 from g4seg.models.clip import CLIP_GET, CLIP_MEAN, CLIP_STD, shared_clip, vit_tokens
+from g4seg.precision import autocast, check_precision
 from g4seg.types import IGNORE_INDEX, ClassProbs, Sample
 
 from .coarse import CoarseSource
@@ -88,6 +89,8 @@ class CLIPSegmenter(CoarseProducer, CoarseSource):
         short_side, slide_crop, slide_stride: resizing and sliding window (0 crop = whole image).
         quick_gelu: the activation of the weights; None = from open_clip's metadata (OpenAI
             CLIP, which SCLIP, ClearCLIP and MaskCLIP's numbers use: QuickGELU).
+        precision: autocast of the vision tower, "fp32" (as released), "bf16", "fp16" or
+            "auto" (`g4seg.precision`); similarities and probabilities stay fp32.
     """
 
     FILES_NEEDED = {"pretrained": "the open_clip checkpoint: " + CLIP_GET.replace("{model}", "{clip}")}
@@ -95,8 +98,9 @@ class CLIPSegmenter(CoarseProducer, CoarseSource):
     def __init__(self, clip: str = "tiny", pretrained: str | None = None, names: str | None = None,
                  labels: str = "image", logit_scale: float = 65.0, prob_thd: float = 0.1,
                  area_thd: float | None = 0.1, short_side: int = 336, slide_crop: int = 224,
-                 slide_stride: int = 112, quick_gelu: bool | None = None) -> None:  # fmt: skip
+                 slide_stride: int = 112, quick_gelu: bool | None = None, precision: str = "fp32") -> None:  # fmt: skip
         super().__init__()
+        self.precision = check_precision(type(self).__name__, precision)
         if labels not in LABEL_SETS:
             raise ConfigError(f"labels must be one of {LABEL_SETS}, got {labels!r}")
         if slide_crop < 0 or slide_stride < 1 or short_side < 1:
@@ -188,7 +192,8 @@ class CLIPSegmenter(CoarseProducer, CoarseSource):
         total = torch.zeros(len(text), rh, rw, device=self.device)
         count = torch.zeros(1, rh, rw, device=self.device)
         for y1, y2, x1, x2 in windows:
-            feats = self.patch_features(x[:, :, y1:y2, x1:x2])[0]  # [gh, gw, D]
+            with autocast(self.precision, self.device):
+                feats = self.patch_features(x[:, :, y1:y2, x1:x2])[0]  # [gh, gw, D], fp32
             sims = (feats @ text.T).permute(2, 0, 1)[None]
             total[:, y1:y2, x1:x2] += F.interpolate(sims, size=(y2 - y1, x2 - x1), mode="bilinear")[0]
             count[:, y1:y2, x1:x2] += 1
@@ -266,13 +271,14 @@ class ClearCLIP(CLIPSegmenter):
     def __init__(self, clip: str = "tiny", pretrained: str | None = None, release: str = "voc21",
                  names: str | None = None, labels: str = "image", logit_scale: float = 50.0,
                  prob_thd: float | None = None, area_thd: float | None = None, short_side: int = 448,
-                 slide_crop: int = 448, slide_stride: int = 224, quick_gelu: bool | None = None) -> None:  # fmt: skip
+                 slide_crop: int = 448, slide_stride: int = 224, quick_gelu: bool | None = None,
+                 precision: str = "fp32") -> None:  # fmt: skip
         if release not in CLEARCLIP_RELEASES:
             raise ConfigError(f"ClearCLIP release must be one of {sorted(CLEARCLIP_RELEASES)}, got {release!r}")
         r = CLEARCLIP_RELEASES[release]
         super().__init__(clip, pretrained, names or r["names"], labels, logit_scale,
                          r["prob_thd"] if prob_thd is None else prob_thd, area_thd, short_side, slide_crop,
-                         slide_stride, quick_gelu)  # fmt: skip
+                         slide_stride, quick_gelu, precision)  # fmt: skip
         self.release = release
 
     def resolved(self) -> dict:

@@ -122,12 +122,13 @@ def bare_calls(inj: DiffusionInjector, samples: list[Sample]):
 
     @torch.no_grad()
     def run():
-        lat = inj.vae.encode(x).latent_dist.mean[idx]
-        text = inj.text_encoder(ids)[0]
-        kwargs = inj.unet_inputs(jobs, lat, t, text)
-        with inj.injection(jobs):
-            out = inj.unet(lat, t, encoder_hidden_states=text, **kwargs).sample
-        inj.vae.decode(out)
+        with inj.autocast():  # the precision the injector runs at (fp16 on a GPU by default)
+            lat = inj.vae.encode(x).latent_dist.mean[idx]
+            text = inj.text_encoder(ids)[0]
+            kwargs = inj.unet_inputs(jobs, lat, t, text)
+            with inj.injection(jobs):
+                out = inj.unet(lat, t, encoder_hidden_states=text, **kwargs).sample
+            inj.vae.decode(out)
 
     return run
 

@@ -52,6 +52,11 @@ def timed_run(data: Path, out: Path, processes: int, launch: str) -> dict[str, f
     end = time.time()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
+    return record_rates(out, start, end)
+
+
+def record_rates(out: Path, start: float, end: float) -> dict[str, float]:
+    """Rates read off the run folder: records appear as samples finish."""
     stamps = sorted(p.stat().st_mtime for p in (out / "records").glob("*.json"))
     steady = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     return {"end_to_end_s": end - start, "to_first_record_s": stamps[0] - start, "records_per_s": steady,
