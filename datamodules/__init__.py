@@ -2,6 +2,7 @@
 
 from g4seg.classes import PRESETS, resolve_classes
 
+from .clip_es import CLIPES
 from .clip_segmenters import SCLIP, ClearCLIP, MaskCLIP
 from .coarse import CoarseFromFiles, CoarseSource, SyntheticDegradation
 from .folder import VOCFolderDataModule
@@ -9,6 +10,6 @@ from .hf_segmenter import HFSegmenter
 from .io import DataError
 
 __all__ = [
-    "PRESETS", "SCLIP", "ClearCLIP", "HFSegmenter", "MaskCLIP", "CoarseFromFiles", "CoarseSource", "DataError", "SyntheticDegradation",
+    "CLIPES", "PRESETS", "SCLIP", "ClearCLIP", "HFSegmenter", "MaskCLIP", "CoarseFromFiles", "CoarseSource", "DataError", "SyntheticDegradation",
     "VOCFolderDataModule", "resolve_classes",
 ]  # fmt: skip
