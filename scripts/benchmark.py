@@ -148,13 +148,14 @@ def inversion_table(samples: list[Sample], args, dtype) -> None:
 def producers_table(samples: list[Sample], args) -> None:
     """Seconds per image of each coarse producer (CLIP text embeddings cached after the first
     image, as in a run), and the parameters a G4Seg refiner on the same CLIP does not load again."""
-    from datamodules import SCLIP, ClearCLIP, HFSegmenter, MaskCLIP
+    from datamodules import CLIPES, SCLIP, ClearCLIP, HFSegmenter, MaskCLIP
     from strategies.refiners import Correspondence
 
     print(f"\n{'coarse producer':<22} {'s/image':>9}")
     producers = {"MaskCLIP": MaskCLIP(pipeline="sclip", names="voc21_sclip.txt"), "SCLIP": SCLIP(names="voc21_sclip.txt"),
                  "ClearCLIP": ClearCLIP(), "HF tiny-segformer": HFSegmenter(model="tiny-segformer"),
-                 "HF tiny-mask2former": HFSegmenter(model="tiny-mask2former")}  # fmt: skip
+                 "HF tiny-mask2former": HFSegmenter(model="tiny-mask2former"), "CLIP-ES (tiny)": CLIPES(),
+                 "CLIP-ES (ViT-B/16, random)": CLIPES(clip="ViT-B-16")}  # fmt: skip
     for name, seg in producers.items():
         seg.to(args.device)
         run = lambda seg=seg: [seg.make(s.id, s.image.numpy(), s.gt.numpy(), 21, s.class_names) for s in samples]  # noqa: E731

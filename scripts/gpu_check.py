@@ -28,11 +28,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-import torch  # noqa: E402
+import torch
+from benchmark import THREE_CLASSES, bare_calls, one_class, sd21_models, timed
+from benchmark_ddp import link_farm, record_rates
 
-from benchmark import THREE_CLASSES, bare_calls, one_class, sd21_models, timed  # noqa: E402
-from benchmark_ddp import link_farm, record_rates  # noqa: E402
-from g4seg.files import atomic_write_json  # noqa: E402
+from g4seg.files import atomic_write_json
 
 GIB = 2**30
 
@@ -98,7 +98,11 @@ def save_models(size: str, device: str, folder: Path) -> dict[str, str]:
 
 
 def injector(kind: str, paths: dict, device: str, **kwargs):
-    from strategies.injectors import AttentionInjection, ControlNetInjection, NoInjection
+    from strategies.injectors import (
+        AttentionInjection,
+        ControlNetInjection,
+        NoInjection,
+    )
 
     cls = {"none": NoInjection, "emi": AttentionInjection, "emi-dd": AttentionInjection, "controlnet": ControlNetInjection}[kind]
     if kind == "emi-dd":
@@ -173,7 +177,7 @@ def refiners(out: Results, samples, paths: dict, args) -> None:
         crf = DenseCRF()
         [seconds] = timed([lambda: [crf.refine(s, s.coarse, None) for s in samples]], "cpu", max(1, args.repeats // 2))
         out.put("refiners", "DenseCRF (CPU)", {"s_per_image": round(seconds / len(samples), 4), "cpus": os.cpu_count()})
-    except Exception as e:  # noqa: BLE001 - a missing compiled package is a note, not a stop
+    except Exception as e:
         out.put("refiners", "DenseCRF (CPU)", f"not run: {e}")
 
 
@@ -290,7 +294,7 @@ def main() -> None:
             if section in args.only:
                 try:
                     fn()
-                except Exception as e:  # noqa: BLE001 - one section's failure must not lose the others
+                except Exception as e:
                     out.put(section, "error", f"{type(e).__name__}: {e}")
                     import traceback
 
