@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from g4seg.classes import resolve_classes
 from g4seg.errors import ConfigError
 from g4seg.interfaces import CoarseProducer
-from g4seg.types import AlreadyDone, Sample
+from g4seg.types import IGNORE_INDEX, AlreadyDone, Sample
 
 from .coarse import CoarseSource, SyntheticDegradation
 from .io import DataError, read_image, read_label_map
@@ -59,10 +59,11 @@ class FolderDataset(Dataset):
         image_dir: str = "JPEGImages",
         gt_dir: str = "SegmentationClass",
         skip_ids: frozenset[str] = frozenset(),
+        ignore_zero: bool = False,
     ) -> None:
         self.root, self.class_names, self.coarse, self.ids = root, class_names, coarse, ids
         self.image_dir, self.gt_dir = root / image_dir, root / gt_dir
-        self.skip_ids = skip_ids
+        self.skip_ids, self.ignore_zero = skip_ids, ignore_zero
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,6 +77,8 @@ class FolderDataset(Dataset):
         digests: dict[str, str] = {}  # path -> SHA-256 of the bytes read, for the resume check
         image = read_image(image_path, digests)
         gt = read_label_map(gt_path, len(self.class_names), image.shape[:2], "ground truth", digests)
+        if self.ignore_zero:  # ADE20K's 0 is "other", outside its 150 classes: not scored, never a label
+            gt[gt == 0] = IGNORE_INDEX
         coarse = None
         if self.coarse is not None:
             coarse = self.coarse.make(sample_id, image, gt, len(self.class_names), self.class_names, digests)
@@ -102,13 +105,15 @@ class VOCFolderDataModule(L.LightningDataModule):
 
     Args:
         root: dataset folder (holds `image_dir` and `gt_dir`).
-        classes: preset ("voc", "context", "coco_object"), a class file, or a list.
+        classes: preset ("voc", "context", "coco_object", "ade20k"), a class file, or a list.
         coarse: where coarse masks come from: files or degradation (`CoarseFromFiles`,
             `SyntheticDegradation`, made in the dataset) or a model (`SCLIP`, ..., a
             `CoarseProducer` the module runs on its device).
         split: optional text file of sample ids, one a line (e.g. ImageSets/Segmentation/val.txt).
         limit: keep only the first `limit` ids (quick runs).
         batch_size: samples per predict step; diffusion injectors batch all their classes.
+        ignore_zero: ground-truth 0 is not a class but unlabeled (ADE20K's "other"): it is
+            ignored like 255 (mmseg's reduce_zero_label; the ids keep their numbers).
     """
 
     FILES_NEEDED = {"root": "a VOC-layout dataset folder (JPEGImages/, SegmentationClass/): python scripts/prepare_datasets.py --help"}
@@ -124,6 +129,7 @@ class VOCFolderDataModule(L.LightningDataModule):
         limit: int | None = None,
         batch_size: int = 1,
         num_workers: int = 0,
+        ignore_zero: bool = False,
     ) -> None:
         super().__init__()
         if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
@@ -137,6 +143,7 @@ class VOCFolderDataModule(L.LightningDataModule):
         self.coarse = coarse if coarse is not None else SyntheticDegradation()
         self.split, self.image_dir, self.gt_dir = split, image_dir, gt_dir
         self.limit, self.batch_size, self.num_workers = limit, batch_size, num_workers
+        self.ignore_zero = ignore_zero
         self.skip_ids: frozenset[str] = frozenset()  # samples a resumed run already has (from its RunFolder)
         self.dataset: FolderDataset | None = None
         self._ids: list[str] | None = None
@@ -182,8 +189,9 @@ class VOCFolderDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         in_dataset = None if self.coarse_producer is not None else self.coarse
         self.dataset = FolderDataset(
-            self.root, self.class_names, in_dataset, self.ids, self.image_dir, self.gt_dir, self.skip_ids
-        )
+            self.root, self.class_names, in_dataset, self.ids, self.image_dir, self.gt_dir, self.skip_ids,
+            self.ignore_zero,
+        )  # fmt: skip
 
     def predict_dataloader(self) -> DataLoader:
         if self.dataset is None:

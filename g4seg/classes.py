@@ -1,6 +1,6 @@
 """Class-name presets of the benchmarks G4Seg reports on.
 
-Index = class id in the label PNGs; 0 is background in every preset.
+Index = class id in the label PNGs; 0 is background in every preset (ADE20K's "other").
 """
 
 from __future__ import annotations
@@ -38,7 +38,29 @@ COCO_OBJECT = ["background"] + [
     "teddy bear", "hair drier", "toothbrush",
 ]  # fmt: skip
 
-PRESETS: dict[str, list[str]] = {"voc": VOC, "context": CONTEXT, "coco_object": COCO_OBJECT}
+# ADE20K SceneParsing 150 (ADEChallengeData2016), in its label maps' order (1..150; the
+# SegFormer / Mask2Former ADE checkpoints' id2label, shifted by one). Its 0 is "other" and is
+# ignored in evaluation: set the datamodule's `ignore_zero: true` (mmseg's reduce_zero_label).
+ADE20K = ["background"] + [
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
+    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
+    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
+    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator",
+    "glass", "clock", "flag",
+]  # fmt: skip
+
+PRESETS: dict[str, list[str]] = {"voc": VOC, "context": CONTEXT, "coco_object": COCO_OBJECT, "ade20k": ADE20K}
 
 # Names that read better in a prompt than the dataset's compact spelling.
 PROMPT_NAMES = {

@@ -16,7 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "configs" / "paper"
 TINY = PAPER / "tiny"
-DROP = {"pretrained", "quick_gelu", "resolution", "image_size", "split", "image_dir", "gt_dir", "num_workers"}
+DROP = {"pretrained", "quick_gelu", "resolution", "image_size", "split", "image_dir", "gt_dir", "num_workers", "ignore_zero"}
 CLIP_SEGMENTERS = ("datamodules.SCLIP", "datamodules.MaskCLIP", "datamodules.ClearCLIP", "datamodules.CLIPES")
 TINY_VALUES = {"model": "tiny", "controlnet": "tiny", "clip": "tiny", "weights": "tiny", "L": 256}
 

@@ -64,3 +64,37 @@ def test_a_run_with_a_segformer_coarse_source(tmp_path):
     assert metrics["num_samples"] == 2 and set(metrics["strategies"]) == {"identity", "densecrf"}
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["config"]["data"]["init_args"]["coarse"]["class_path"] == "datamodules.HFSegmenter"
+
+
+def test_ade20k_preset_takes_an_ade_checkpoints_labels_and_ignore_zero_drops_other(tmp_path, real_voc):
+    """Table V's setting: an ADE20K checkpoint's 150 labels (its id2label, "bed " with the
+    trailing space of the released label file) land on the preset's ids 1..150 in order, and
+    with ignore_zero the ground truth's 0 ("other") is ignored like 255."""
+    import shutil
+
+    from g4seg.classes import ADE20K
+    from g4seg.types import IGNORE_INDEX
+
+    labels = [("bed " if n == "bed" else n) for n in ADE20K[1:]]
+    net, processor = tiny_segmenter("tiny-segformer", labels)
+    net.save_pretrained(tmp_path / "ade")
+    processor.save_pretrained(tmp_path / "ade")
+    seg = HFSegmenter(model=str(tmp_path / "ade"))
+    target, mapped = seg.targets(ADE20K)
+    assert target.tolist() == list(range(1, 151)) and mapped == 150
+    root = tmp_path / "data"
+    for sub in ("JPEGImages", "SegmentationClass"):
+        (root / sub).mkdir(parents=True)
+    image = sorted((real_voc / "JPEGImages").glob("*.jpg"))[0]
+    shutil.copy(image, root / "JPEGImages" / image.name)
+    from PIL import Image
+
+    h, w = np.asarray(Image.open(image)).shape[:2]
+    gt = np.zeros((h, w), np.uint8)
+    gt[: h // 2] = 3  # sky
+    Image.fromarray(gt).save(root / "SegmentationClass" / f"{image.stem}.png")
+    for ignore_zero, zero in ((False, 0), (True, IGNORE_INDEX)):
+        dm = VOCFolderDataModule(str(root), classes="ade20k", ignore_zero=ignore_zero)
+        dm.setup()
+        got = dm.dataset[0].gt.numpy()
+        assert (got[: h // 2] == 3).all() and (got[h // 2 :] == zero).all()
