@@ -181,6 +181,25 @@ def refiners(out: Results, samples, paths: dict, args) -> None:
         out.put("refiners", "DenseCRF (CPU)", f"not run: {e}")
 
 
+def producers(out: Results, samples, args) -> None:
+    """Coarse producers at real size (random ViT-B/16): CLIP-ES (with its Grad-CAM backward)
+    and SCLIP, each under fp32 and its GPU default (fp16 autocast)."""
+    from datamodules import CLIPES, SCLIP
+
+    clip = "ViT-B-16" if args.size == "real" else "tiny"
+    for name, make in (("CLIP-ES", lambda p: CLIPES(clip=clip, precision=p)), ("SCLIP", lambda p: SCLIP(clip=clip, precision=p))):
+        for precision in ("fp32", "auto"):
+            producer = make(precision).to(args.device)
+
+            def run(producer=producer):
+                with torch.inference_mode():  # as under Trainer.predict
+                    producer.produce(samples)
+
+            [seconds] = timed([run], args.device, max(1, args.repeats // 2))
+            out.put("producers", f"{name} {precision}", {"s_per_image": round(seconds / len(samples), 4),
+                                                         "peak_gib": peak_gib(run, args.device)})  # fmt: skip
+
+
 CONFIG = """seed_everything: 0
 trainer: {{accelerator: {accelerator}, devices: {devices}, strategy: {strategy}}}
 data:
@@ -265,8 +284,8 @@ def main() -> None:
     parser.add_argument("--e2e-images", type=int, default=48)
     parser.add_argument("--e2e-strategies", choices=["all", "g4seg"], default="all")
     parser.add_argument("--batch", type=int, default=4, help="the harness runs' batch size")
-    parser.add_argument("--only", nargs="+", default=["generation", "refiners", "harness", "compile"],
-                        choices=["generation", "refiners", "harness", "compile"])  # fmt: skip
+    parser.add_argument("--only", nargs="+", default=["generation", "refiners", "producers", "harness", "compile"],
+                        choices=["generation", "refiners", "producers", "harness", "compile"])  # fmt: skip
     args = parser.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,11 +303,14 @@ def main() -> None:
     samples = [dm.dataset[i] for i in range(args.images)]
     three = dm.dataset[dm.dataset.ids.index(THREE_CLASSES)]
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        paths = save_models(args.size, args.device, Path(tmp))
-        out.put("env", "models built and saved (s)", round(time.perf_counter() - start, 1))
+        paths: dict = {}
+        if set(args.only) - {"producers"}:
+            start = time.perf_counter()
+            paths = save_models(args.size, args.device, Path(tmp))
+            out.put("env", "models built and saved (s)", round(time.perf_counter() - start, 1))
         for section, fn in (("generation", lambda: generation(out, samples, three, paths, args)),
                             ("refiners", lambda: refiners(out, samples, paths, args)),
+                            ("producers", lambda: producers(out, samples, args)),
                             ("harness", lambda: harness(out, paths, args, Path(tmp))),
                             ("compile", lambda: compiled(out, samples, paths, args))):  # fmt: skip
             if section in args.only:
