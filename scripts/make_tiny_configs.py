@@ -24,6 +24,8 @@ TINY_VALUES = {"model": "tiny", "controlnet": "tiny", "clip": "tiny", "weights":
 def tiny_model(path: str) -> str:
     """The tiny model of the same family, so SDXL and LCM code paths run in the dry run too."""
     name = Path(str(path)).name.lower()
+    if "diffusion-3" in name or "sd3" in name:
+        return "tiny-sd3"
     return "tiny-sdxl" if "xl" in name else "tiny-lcm" if "lcm" in name else "tiny"
 
 

@@ -4,7 +4,8 @@
 process gets the same weights) for tests and the offline demo. Anything else is a local
 folder in diffusers layout or a hub id; SD 1.5 / 2.1 (epsilon or v-prediction), LCM
 distilled UNets and SDXL (second text encoder, pooled embeddings, time ids) are told
-apart from their configs.
+apart from their configs; SD3 folders (a `transformer/`, flow matching) load through
+diffusers' own SD3 pipeline.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import ConfigError
 from . import hub
-
 
 
 @dataclass
@@ -32,6 +33,26 @@ class DiffusionModels:
     random_weights: bool = False
     default_resolution: int = 512
     name: str = ""
+    text_encoder_3: nn.Module | None = None  # SD3's T5 (optional there)
+    tokenizer_3: object | None = None
+
+    @property
+    def is_mmdit(self) -> bool:
+        """SD3: an MMDiT transformer (joint attention) in the UNet's place, flow matching."""
+        return type(self.unet).__name__ == "SD3Transformer2DModel"
+
+    def sd3_pipeline(self):
+        """diffusers' SD3 pipeline over these parts, for its prompt encoding (CLIP-L, CLIP-G,
+        T5 or zeros without it), built once."""
+        if getattr(self, "_pipeline", None) is None:
+            from diffusers import StableDiffusion3Pipeline
+
+            self._pipeline = StableDiffusion3Pipeline(
+                transformer=self.unet, scheduler=self.scheduler, vae=self.vae, text_encoder=self.text_encoder,
+                tokenizer=self.tokenizer, text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2,
+                text_encoder_3=self.text_encoder_3, tokenizer_3=self.tokenizer_3,
+            )  # fmt: skip
+        return self._pipeline
 
     @property
     def is_sdxl(self) -> bool:
@@ -61,9 +82,10 @@ def clip_tokenizer():
 
 
 
-TINY = ("tiny", "tiny-v", "tiny-sdxl", "tiny-lcm")
+TINY = ("tiny", "tiny-v", "tiny-sdxl", "tiny-lcm", "tiny-sd3")
 SD_REPO = "stabilityai/stable-diffusion-2-1-base"
 CONTROLNET_REPO = "lllyasviel/control_v11p_sd15_seg"
+SD3_REPO = "stabilityai/stable-diffusion-3-medium-diffusers"
 
 
 def load_diffusion(source: str, controlnet: str | None = None, config_key: str = "model") -> DiffusionModels:
@@ -78,12 +100,27 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
     if source in TINY:
         if controlnet not in (None, "tiny"):
             raise ValueError(f"tiny models take controlnet 'tiny' or none, got {controlnet!r}")
-        from .tiny import tiny_diffusion
+        from .tiny import tiny_diffusion, tiny_sd3
 
+        if source == "tiny-sd3":
+            if controlnet is not None:
+                raise ConfigError("SD3 models take no ControlNet here (an SD3 ControlNet is another architecture)")
+            return sd3_models(tiny_sd3(), "tiny-sd3", random_weights=True)
         return tiny_diffusion(controlnet=controlnet == "tiny", sdxl=source == "tiny-sdxl", lcm=source == "tiny-lcm",
                               v_prediction=source == "tiny-v")  # fmt: skip
     hub.require_all([(source, "folder", "the diffusion model", hub.hub_command(SD_REPO), config_key),
                      (controlnet, "folder", "the ControlNet", hub.hub_command(CONTROLNET_REPO), "controlnet")])  # fmt: skip
+    if (Path(source) / "transformer").is_dir() or _index_class(source) == "StableDiffusion3Pipeline":
+        if controlnet is not None:
+            raise ConfigError("SD3 models take no ControlNet here (an SD3 ControlNet is another architecture)")
+        from diffusers import StableDiffusion3Pipeline
+
+        try:
+            pipe = StableDiffusion3Pipeline.from_pretrained(source)
+        except (OSError, ValueError) as e:
+            raise hub.missing(source, f"cannot load SD3: {str(e).splitlines()[0]}", "SD3", hub.hub_command(SD3_REPO),
+                              config_key) from None  # fmt: skip
+        return sd3_models(pipe.components, source)
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -112,3 +149,26 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
     if controlnet is not None:
         models.controlnet = load(ControlNetModel, None, controlnet, CONTROLNET_REPO, f"{config_key} controlnet")
     return models
+
+
+def _index_class(source: str) -> str | None:
+    """The pipeline class a diffusers folder's model_index.json names, if it has one."""
+    import json
+
+    index = Path(source) / "model_index.json"
+    try:
+        return json.loads(index.read_text()).get("_class_name") if index.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def sd3_models(parts: dict, name: str, random_weights: bool = False) -> DiffusionModels:
+    """SD3 parts by diffusers' pipeline names; the transformer stands where the UNet does."""
+    transformer = parts["transformer"]
+    vae_scale = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
+    return DiffusionModels(
+        vae=parts["vae"], unet=transformer, text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"],
+        scheduler=parts["scheduler"], text_encoder_2=parts["text_encoder_2"], tokenizer_2=parts["tokenizer_2"],
+        text_encoder_3=parts.get("text_encoder_3"), tokenizer_3=parts.get("tokenizer_3"), random_weights=random_weights,
+        default_resolution=int(transformer.config.sample_size) * vae_scale, name=name,
+    )  # fmt: skip

@@ -144,3 +144,35 @@ def tiny_segmenter(kind: str, labels: list[str], seed: int = 0):
                                       encoder_layers=1, num_attention_heads=2, backbone_config=swin.to_dict())  # fmt: skip
         return (tf.Mask2FormerForUniversalSegmentation(config).eval(),
                 tf.Mask2FormerImageProcessor(size={"shortest_edge": 128, "longest_edge": 256}))  # fmt: skip
+
+
+def tiny_sd3(seed: int = 0) -> dict:
+    """SD3-shaped random components under diffusers' pipeline names (`StableDiffusion3Pipeline
+    (**components)` takes them): a 2-block MMDiT (patch 2, QK-norm), a 16-channel VAE with
+    SD3's shift factor, two CLIP text encoders with projections, no T5 (SD3 runs without it),
+    the flow-matching scheduler with SD3's shift 3."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(
+            sample_size=16, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+            num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=32,
+            pos_embed_max_size=16, qk_norm="rms_norm",
+        )  # fmt: skip
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 32, 32), sample_size=128, shift_factor=0.0609, scaling_factor=1.5305,
+            use_quant_conv=False, use_post_quant_conv=False,
+        )  # fmt: skip
+        text_cfg = dict(
+            vocab_size=49408, hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
+            max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=16,
+        )  # fmt: skip
+        encoders = [CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg)) for _ in range(2)]
+    tok = clip_tokenizer()
+    return {"transformer": transformer.eval(), "vae": vae.eval(), "text_encoder": encoders[0].eval(), "tokenizer": tok,
+            "text_encoder_2": encoders[1].eval(), "tokenizer_2": tok, "text_encoder_3": None, "tokenizer_3": None,
+            "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0)}  # fmt: skip

@@ -187,6 +187,9 @@ class AttentionInjection(DiffusionInjector):
             raise ConfigError(f"mode must be 'add' or 'densediffusion', got {mode!r}")
         self.mode, self.alpha = mode, alpha
         self.creg, self.sreg, self.sizereg, self.treg, self.treg_power = creg, sreg, sizereg, treg, treg_power
+        if self.models_info.is_mmdit and mode != "add":
+            raise ConfigError("EMI on SD3's joint attention runs in mode add; densediffusion's per-row rescaling of "
+                              "separate self- and cross-attention scores has no counterpart there yet")  # fmt: skip
 
     @property
     def treg_value(self) -> float:
@@ -196,7 +199,12 @@ class AttentionInjection(DiffusionInjector):
     def injection(self, jobs: Jobs, active: torch.Tensor | None = None):
         saved = dict(self.unet.attn_processors)
         layout = LayoutMasks(jobs, self.device, active)
-        self.unet.set_attn_processor({name: EMIProcessor(name, layout, self) for name in saved})
+        if self.models_info.is_mmdit:
+            from .joint_attention import JointEMIProcessor
+
+            self.unet.set_attn_processor(JointEMIProcessor(layout, self.alpha))
+        else:
+            self.unet.set_attn_processor({name: EMIProcessor(name, layout, self) for name in saved})
         try:
             yield
         finally:

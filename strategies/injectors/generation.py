@@ -37,6 +37,7 @@ from g4seg.precision import autocast, check_precision
 from g4seg.seeding import stable_seed
 from g4seg.types import Generated, Sample
 
+from .flow_matching import flow_sigma, noised, sd3_prompts, x0_from_velocity
 from .inversion import ddim_invert, inversion_timesteps, optimise_null_text
 
 INVERSIONS = ("none", "ddim", "null_text")
@@ -136,8 +137,8 @@ class DiffusionInjector(Injector):
         self.random_weights = models.random_weights
         # registered as children so Lightning moves them with the LightningModule
         self.vae, self.unet, self.text_encoder = models.vae, models.unet, models.text_encoder
-        self.text_encoder_2, self.controlnet = models.text_encoder_2, models.controlnet
-        for m in (self.vae, self.unet, self.text_encoder, self.text_encoder_2, self.controlnet):
+        self.text_encoder_2, self.text_encoder_3, self.controlnet = models.text_encoder_2, models.text_encoder_3, models.controlnet
+        for m in (self.vae, self.unet, self.text_encoder, self.text_encoder_2, self.text_encoder_3, self.controlnet):
             if m is not None:
                 m.eval().requires_grad_(False)
         self.resolution = resolution or models.default_resolution
@@ -147,10 +148,16 @@ class DiffusionInjector(Injector):
         if not 0 <= timestep < n:
             raise ConfigError(f"timestep must lie in [0, {n}), got {timestep}")
         self.timestep, self.prompt, self.seed, self.max_batch, self.guidance = timestep, prompt, seed, max_batch, guidance
-        self.alpha_bar = float(models.scheduler.alphas_cumprod[timestep])
-        self.prediction_type = models.scheduler.config.prediction_type
+        if models.is_mmdit:  # flow matching: sigma instead of alpha_bar, the velocity as output
+            self.sigma = flow_sigma(timestep, n, float(models.scheduler.config.shift))
+            self.alpha_bar, self.prediction_type = 1.0 - self.sigma, "flow"
+        else:
+            self.alpha_bar = float(models.scheduler.alphas_cumprod[timestep])
+            self.prediction_type = models.scheduler.config.prediction_type
         if inversion not in INVERSIONS:
             raise ConfigError(f"inversion must be one of {INVERSIONS}, got {inversion!r}")
+        if models.is_mmdit and inversion != "none":
+            raise ConfigError(f"inversion {inversion} is DDIM's; SD3 (flow matching) starts from noise here: set inversion: none")
         if guidance_scale is None:
             guidance_scale = NULL_TEXT_GUIDANCE if inversion == "null_text" else 1.0
         if inversion == "null_text" and guidance_scale == 1.0:
@@ -203,11 +210,18 @@ class DiffusionInjector(Injector):
         batch = np.stack([cv2.resize(s.image.numpy(), (r, r), interpolation=cv2.INTER_AREA) for s in samples])
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean
-        return latents * self.vae.config.scaling_factor
+        return (latents - self.latent_shift) * self.vae.config.scaling_factor
+
+    @property
+    def latent_shift(self) -> float:
+        """SD3's VAE centres its latents (`shift_factor`); SD's has none."""
+        return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, dict]:
         """Text embeddings (and SDXL's pooled embeddings and time ids) of each job's prompt."""
         unique = list(dict.fromkeys(prompts))
+        if self.models_info.is_mmdit:
+            return sd3_prompts(self.models_info.sd3_pipeline(), unique, prompts, self.device)
         tok = self.models_info.tokenizer
         ids = tok(unique, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids.to(self.device)  # fmt: skip
@@ -252,7 +266,7 @@ class DiffusionInjector(Injector):
             parts = [slice(start, start + step) for start in range(0, len(jobs), step)]
             x0_hat = torch.cat([self.regenerate(jobs.subset(p), x0[p], text[p], {k: v[p] for k, v in added.items()})
                                 for p in parts])  # fmt: skip
-            decoded = self.vae.decode(x0_hat.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+            decoded = self.vae.decode(x0_hat.to(self.vae.dtype) / self.vae.config.scaling_factor + self.latent_shift).sample
         images = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         per_sample: dict[str, list] = {s.id: [] for s in samples}
         for img, i, c in zip(images, jobs.sample_index, jobs.class_ids):
@@ -280,6 +294,8 @@ class DiffusionInjector(Injector):
         """The scheduler's clean-latent estimate from the model output at t_s. Its step also
         draws the noise of a next step, which is not used: a fixed generator keeps the
         global random state untouched."""
+        if self.models_info.is_mmdit:
+            return x0_from_velocity(x_t, out, self.sigma)
         generator = torch.Generator(x_t.device).manual_seed(0)
         scheduler = self.models_info.scheduler
         return scheduler.step(out, self.timestep, x_t, generator=generator).pred_original_sample
@@ -288,6 +304,8 @@ class DiffusionInjector(Injector):
         if self.inversion == "none":
             noise = torch.stack([noise_for(sid, c, self.seed, tuple(x0.shape[1:]))
                                  for sid, c in zip(jobs.sample_ids, jobs.class_ids)]).to(x0.device)  # fmt: skip
+            if self.models_info.is_mmdit:
+                return noised(x0, noise, self.sigma)
             t = torch.full((len(x0),), self.timestep, dtype=torch.long, device=x0.device)
             return self.models_info.scheduler.add_noise(x0, noise, t)
         return ddim_invert(lambda x, t: self.model_output(jobs, x, t, text, added, inject=False), x0,
@@ -334,7 +352,13 @@ class DiffusionInjector(Injector):
             kwargs["added_cond_kwargs"] = added
         kwargs.update(self.lcm_condition(len(x)))
         with self.injection(jobs, active) if inject else contextlib.nullcontext():
-            out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=text.to(self.unet.dtype), **kwargs).sample
+            if self.models_info.is_mmdit:  # SD3 reads its timestep as sigma x 1000, as its pipeline passes it
+                pooled = kwargs.pop("added_cond_kwargs")["pooled_projections"]
+                t = torch.full((len(x),), self.sigma * self.models_info.scheduler.config.num_train_timesteps, device=x.device)
+                out = self.unet(hidden_states=x.to(self.unet.dtype), timestep=t, encoder_hidden_states=text.to(self.unet.dtype),
+                                pooled_projections=pooled.to(self.unet.dtype), **kwargs).sample  # fmt: skip
+            else:
+                out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=text.to(self.unet.dtype), **kwargs).sample
         return out.float()
 
     @torch.no_grad()

@@ -1,0 +1,74 @@
+"""Explicit Mask Injection for MMDiT joint attention (SD3's transformer blocks).
+
+An MMDiT block attends once over [image tokens; text tokens]. G4Seg's two masks become one
+additive bias on the image-query rows of that joint score matrix:
+  * image -> image columns: Eq. 4's self mask, M(i, j) = 1 for latent patches i and j both
+    inside the class's mask;
+  * image -> text columns: Eq. 3's cross mask, M(i, j) = 1 for patch i inside the mask and
+    j a class-name token of the prompt;
+  * text-query rows: no bias (the prompt's own tokens are not laid out in the image).
+softmax((QK^T + alpha M) / sqrt(d)) = SDPA with attn_mask = alpha M / sqrt(d), as the UNet's
+"add" mode. QK-norm and the projections are diffusers' `JointAttnProcessor2_0` steps, kept
+as they are; with alpha = 0 the output is that processor's, bit for bit.
+
+Which text tokens count: the class-name tokens of the CLIP prompt, which fills the first 77
+positions of SD3's joint text sequence; the T5 positions after them get no bias (without a
+T5 tokenizer the class tokens there are unknown; SD3 runs without T5 too).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .attention import LayoutMasks
+
+
+class JointEMIProcessor:
+    """`JointAttnProcessor2_0` with the layout bias on the image-query rows."""
+
+    def __init__(self, layout: LayoutMasks, alpha: float) -> None:
+        self.layout, self.alpha = layout, alpha
+
+    def bias(self, n_image: int, n_text: int, scale: float, dtype: torch.dtype) -> torch.Tensor:
+        """[J, 1, Ni + Nt, Ni + Nt] = alpha * scale * M on the image rows, 0 on the text rows."""
+        mask = self.layout.at(n_image)  # [J, Ni]
+        tokens = torch.zeros(mask.shape[0], n_text, device=mask.device, dtype=mask.dtype)
+        clip = self.layout.tokens[:, :n_text].to(mask.dtype)
+        tokens[:, : clip.shape[1]] = clip
+        rows = mask[:, :, None] * torch.cat([mask, tokens], dim=1)[:, None, :]  # [J, Ni, Ni + Nt]
+        rows = self.alpha * scale * rows * self.layout.active[:, None, None]
+        text_rows = torch.zeros(mask.shape[0], n_text, n_image + n_text, device=mask.device, dtype=mask.dtype)
+        return torch.cat([rows, text_rows], dim=1)[:, None].to(dtype)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        residual = hidden_states
+        batch = hidden_states.shape[0]
+        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query, key, value = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        n_text = 0
+        if encoder_hidden_states is not None:
+            q2, k2, v2 = (proj(encoder_hidden_states).view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+                          for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))  # fmt: skip
+            if attn.norm_added_q is not None:
+                q2 = attn.norm_added_q(q2)
+            if attn.norm_added_k is not None:
+                k2 = attn.norm_added_k(k2)
+            n_text = q2.shape[2]
+            query, key, value = torch.cat([query, q2], dim=2), torch.cat([key, k2], dim=2), torch.cat([value, v2], dim=2)
+        bias = None
+        if self.alpha != 0:
+            bias = self.bias(residual.shape[1], n_text, attn.scale, query.dtype)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        if encoder_hidden_states is not None:
+            out, encoder_hidden_states = out[:, : residual.shape[1]], out[:, residual.shape[1] :]
+            if not attn.context_pre_only:
+                encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return (out, encoder_hidden_states) if encoder_hidden_states is not None else out

@@ -1,0 +1,182 @@
+"""Building blocks for G4Seg on SD3 (flow matching, MMDiT joint attention), against
+diffusers itself: the one-step x_t and x0 against `FlowMatchEulerDiscreteScheduler`'s
+`scale_noise` and `step`; the joint-attention EMI against `JointAttnProcessor2_0` (alpha 0,
+bit for bit) and against the bias written out by hand from Eq. 3 / Eq. 4."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from strategies.injectors.flow_matching import flow_sigma, noised, x0_from_velocity
+
+
+@pytest.mark.parametrize("shift, mu", [(1.0, None), (3.0, None), (None, 0.8)])
+def test_one_step_x_t_and_x0_are_the_flow_matching_schedulers(shift, mu):
+    if mu is None:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    else:  # Flux: the exponential shift with mu from the token count
+        scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
+    scheduler.set_timesteps(sigmas=[0.4], mu=mu)  # G4Seg's t_s = 400 of 1000
+    sigma = flow_sigma(400, 1000, shift or 1.0, mu)
+    assert abs(float(scheduler.sigmas[0]) - sigma) < 1e-6 and float(scheduler.sigmas[1]) == 0.0
+    g = torch.Generator().manual_seed(0)
+    x0, noise, velocity = (torch.randn(2, 16, 8, 8, generator=g) for _ in range(3))
+    x_t = noised(x0, noise, sigma)
+    torch.testing.assert_close(x_t, scheduler.scale_noise(x0, scheduler.timesteps[:1], noise))
+    stepped = scheduler.step(velocity, scheduler.timesteps[0], x_t).prev_sample  # sigma -> 0: the clean estimate
+    torch.testing.assert_close(x0_from_velocity(x_t, velocity, sigma), stepped)
+    torch.testing.assert_close(x0_from_velocity(x_t, noise - x0, sigma), x0)  # the true velocity gives x0 back
+
+
+@pytest.fixture(scope="module")
+def sd3():
+    from g4seg.models.tiny import tiny_sd3
+
+    return tiny_sd3()
+
+
+def jobs_for(masks: torch.Tensor, tokens: torch.Tensor):
+    from strategies.injectors.generation import Jobs
+
+    n = len(masks)
+    return Jobs(list(range(n)), [f"s{i}" for i in range(n)], [1] * n, masks, tokens, ["p"] * n, ["c"] * n)
+
+
+def inputs(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=torch.randn(n, 16, 16, 16, generator=g), encoder_hidden_states=torch.randn(n, 77, 32, generator=g),
+                pooled_projections=torch.randn(n, 32, generator=g), timestep=torch.full((n,), 400.0))  # fmt: skip
+
+
+def layouts(n: int):
+    """Masks at the latent grid in 2 x 2 blocks (one value per 2 x 2 patch token), and class
+    tokens at positions 5 and 6 of the CLIP prompt."""
+    g = torch.Generator().manual_seed(1)
+    masks = (torch.rand(n, 8, 8, generator=g) > 0.5).float().repeat_interleave(2, 1).repeat_interleave(2, 2)
+    tokens = torch.zeros(n, 77, dtype=torch.bool)
+    tokens[:, 5:7] = True
+    return masks, tokens
+
+
+def run(transformer, n: int, alpha: float | None, masks=None, tokens=None, seed: int = 0):
+    from strategies.injectors.attention import LayoutMasks
+    from strategies.injectors.joint_attention import JointEMIProcessor
+
+    saved = dict(transformer.attn_processors)
+    if alpha is not None:
+        layout = LayoutMasks(jobs_for(masks, tokens), torch.device("cpu"))
+        transformer.set_attn_processor(JointEMIProcessor(layout, alpha))
+    try:
+        with torch.no_grad():
+            return transformer(**inputs(n, seed)).sample
+    finally:
+        transformer.set_attn_processor(saved)
+
+
+def test_alpha_zero_is_diffusers_joint_processor_bit_for_bit(sd3):
+    masks, tokens = layouts(2)
+    stock = run(sd3["transformer"], 2, None)
+    assert torch.equal(run(sd3["transformer"], 2, 0.0, masks, tokens), stock)
+    assert not torch.allclose(run(sd3["transformer"], 2, 10.0, masks, tokens), stock, atol=1e-3)
+
+
+def test_the_sdpa_bias_is_alpha_m_on_image_rows_and_zero_on_text_rows(sd3, monkeypatch):
+    import strategies.injectors.joint_attention as joint
+
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        seen.append((q.shape[-1], attn_mask))
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(joint.F, "scaled_dot_product_attention", spy)
+    masks, tokens = layouts(1)
+    alpha = 10.0
+    run(sd3["transformer"], 1, alpha, masks, tokens)
+    assert len(seen) == 2  # one joint attention per block
+    m = masks[0, ::2, ::2].flatten()  # the token grid's 8 x 8 values
+    n_img, n_txt = 64, 77
+    for head_dim, bias in seen:
+        scale = head_dim**-0.5
+        expected = torch.zeros(n_img + n_txt, n_img + n_txt)
+        for i in range(n_img):
+            for j in range(n_img):
+                expected[i, j] = alpha * scale * m[i] * m[j]
+            for j in range(n_txt):
+                expected[i, n_img + j] = alpha * scale * m[i] * float(tokens[0, j])
+        assert bias.shape == (1, 1, n_img + n_txt, n_img + n_txt)
+        torch.testing.assert_close(bias[0, 0], expected)
+
+
+def test_batched_classes_equal_one_at_a_time(sd3):
+    masks, tokens = layouts(3)
+    together = run(sd3["transformer"], 3, 10.0, masks, tokens, seed=2)
+    for i in range(3):
+        alone_inputs = {k: v[i : i + 1] for k, v in inputs(3, seed=2).items()}
+        from strategies.injectors.attention import LayoutMasks
+        from strategies.injectors.joint_attention import JointEMIProcessor
+
+        transformer = sd3["transformer"]
+        saved = dict(transformer.attn_processors)
+        transformer.set_attn_processor(JointEMIProcessor(LayoutMasks(jobs_for(masks[i : i + 1], tokens[i : i + 1]),
+                                                                     torch.device("cpu")), 10.0))  # fmt: skip
+        try:
+            with torch.no_grad():
+                alone = transformer(**alone_inputs).sample
+        finally:
+            transformer.set_attn_processor(saved)
+        torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=1e-4)
+
+
+def test_the_injectors_sd3_step_is_diffusers_pieces_put_together(real_voc):
+    """NoInjection on "tiny-sd3": x0 is the VAE latent as SD3's img2img pipeline centres and
+    scales it, x0_hat is the scheduler's step from the noised latent with the transformer
+    called as SD3's pipeline calls it (timestep = sigma x 1000, pooled projections)."""
+    from datamodules import VOCFolderDataModule
+    from strategies.injectors import NoInjection
+    from strategies.injectors.generation import noise_for
+
+    dm = VOCFolderDataModule(str(real_voc), limit=2)
+    dm.setup()
+    samples = [dm.dataset[i] for i in range(2)]
+    inj = NoInjection(model="tiny-sd3")
+    x0, x0_hat = inj.reconstruct(samples)
+    jobs = inj.make_jobs(samples)
+    models = inj.models_info
+    pipe = models.sd3_pipeline()
+    vae = models.vae
+    import cv2
+    import numpy as np
+
+    r = inj.resolution
+    images = np.stack([cv2.resize(s.image.numpy(), (r, r), interpolation=cv2.INTER_AREA) for s in samples])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        latents = (vae.encode(x).latent_dist.mean - vae.config.shift_factor) * vae.config.scaling_factor
+        torch.testing.assert_close(x0, latents[jobs.sample_index])
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(models.scheduler.config)
+        scheduler.set_timesteps(sigmas=[0.4])
+        t = scheduler.timesteps[0]
+        noise = torch.stack([noise_for(sid, c, inj.seed, tuple(x0.shape[1:])) for sid, c in zip(jobs.sample_ids, jobs.class_ids)])
+        x_t = scheduler.scale_noise(x0, t.expand(len(x0)), noise)
+        embeds, _, pooled, _ = pipe.encode_prompt(jobs.prompts, None, None, do_classifier_free_guidance=False)
+        velocity = models.unet(hidden_states=x_t, timestep=t.expand(len(x0)), encoder_hidden_states=embeds,
+                               pooled_projections=pooled).sample  # fmt: skip
+        expected = scheduler.step(velocity, t, x_t).prev_sample
+    torch.testing.assert_close(x0_hat, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_sd3_refuses_what_it_cannot_run_in_one_line():
+    from g4seg.errors import ConfigError
+    from strategies.injectors import AttentionInjection, ControlNetInjection
+
+    with pytest.raises(ConfigError, match="densediffusion"):
+        AttentionInjection(model="tiny-sd3", mode="densediffusion")
+    with pytest.raises(ConfigError, match="starts from noise"):
+        AttentionInjection(model="tiny-sd3", inversion="ddim")
+    with pytest.raises(ConfigError, match="no ControlNet"):
+        ControlNetInjection(model="tiny-sd3", controlnet="tiny")
