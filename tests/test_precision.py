@@ -14,9 +14,9 @@ from g4seg.errors import ConfigError
 def samples(real_voc):
     from datamodules import VOCFolderDataModule
 
-    dm = VOCFolderDataModule(str(real_voc), limit=3)
+    dm = VOCFolderDataModule(str(real_voc), limit=2)
     dm.setup()
-    return [dm.dataset[i] for i in range(3)]
+    return [dm.dataset[i] for i in range(2)]
 
 
 def both(make, run) -> tuple[list, list]:
@@ -36,7 +36,7 @@ def test_clip_features_under_bf16_match_fp32(samples):
     cosine = (f32 * f16).sum(-1)
     assert not torch.equal(f32, f16)  # bf16 did run
     assert float(cosine.min()) > 0.99
-    same = [(match_cells(f32[i], f32[0]) == match_cells(f16[i], f16[0])).float().mean() for i in (1, 2)]
+    same = [(match_cells(f32[i], f32[0]) == match_cells(f16[i], f16[0])).float().mean() for i in range(1, len(images))]
     assert min(float(m) for m in same) > 0.9
 
 
