@@ -43,6 +43,18 @@ from .generation import DiffusionInjector, Jobs
 DD_TREG = 0.47  # mean of (t/1000)^5 over DDIM-50 timesteps 981..701, where DenseDiffusion modulates
 
 
+def split_heads(attn, batch: int, query, key, value) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, heads, N, d] views of the projections with the module's QK-norm applied, as
+    diffusers' processors prepare them."""
+    head_dim = key.shape[-1] // attn.heads
+    q, k, v = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+    if attn.norm_q is not None:
+        q = attn.norm_q(q)
+    if attn.norm_k is not None:
+        k = attn.norm_k(k)
+    return q, k, v
+
+
 class LayoutMasks:
     """The jobs' masks at every attention resolution, built once per call.
 
@@ -123,13 +135,8 @@ class EMIProcessor:
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if is_cross and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-        key, value = attn.to_k(context), attn.to_v(context)
-        head_dim = key.shape[-1] // attn.heads
-        q, k, v = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
+        q, k, v = split_heads(attn, batch, query, attn.to_k(context), attn.to_v(context))
+        head_dim = q.shape[-1]
         scores = (q @ k.transpose(-1, -2)) * attn.scale
         scores = self.densediffusion(scores, self.layout.at(q.shape[2]), is_cross, k.shape[2])
         out = scores.softmax(dim=-1) @ v

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention import LayoutMasks
+from .attention import LayoutMasks, split_heads
 
 
 class JointEMIProcessor:
@@ -44,13 +44,9 @@ class JointEMIProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         residual = hidden_states
         batch = hidden_states.shape[0]
-        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query, key, value = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = split_heads(attn, batch, attn.to_q(hidden_states), attn.to_k(hidden_states),
+                                        attn.to_v(hidden_states))  # fmt: skip
+        head_dim = query.shape[-1]
         n_text = 0
         if encoder_hidden_states is not None:
             q2, k2, v2 = (proj(encoder_hidden_states).view(batch, -1, attn.heads, head_dim).transpose(1, 2)
