@@ -26,6 +26,8 @@ def tiny_model(path: str) -> str:
     name = Path(str(path)).name.lower()
     if "diffusion-3" in name or "sd3" in name:
         return "tiny-sd3"
+    if "flux" in name:
+        return "tiny-flux"
     return "tiny-sdxl" if "xl" in name else "tiny-lcm" if "lcm" in name else "tiny"
 
 

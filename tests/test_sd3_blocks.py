@@ -147,7 +147,7 @@ def test_the_injectors_sd3_step_is_diffusers_pieces_put_together(real_voc):
     x0, x0_hat = inj.reconstruct(samples)
     jobs = inj.make_jobs(samples)
     models = inj.models_info
-    pipe = models.sd3_pipeline()
+    pipe = models.pipeline()
     vae = models.vae
     import cv2
     import numpy as np
@@ -176,7 +176,93 @@ def test_sd3_refuses_what_it_cannot_run_in_one_line():
 
     with pytest.raises(ConfigError, match="densediffusion"):
         AttentionInjection(model="tiny-sd3", mode="densediffusion")
-    with pytest.raises(ConfigError, match="starts from noise"):
+    with pytest.raises(ConfigError, match="start from noise"):
         AttentionInjection(model="tiny-sd3", inversion="ddim")
     with pytest.raises(ConfigError, match="no ControlNet"):
         ControlNetInjection(model="tiny-sd3", controlnet="tiny")
+
+
+# -- Flux: the bias rides on diffusers' own FluxAttnProcessor (double- and single-stream) --
+
+
+def test_flux_bias_reaches_every_attention_as_alpha_m_with_text_first(monkeypatch, real_voc):
+    """The EMI bias that reaches SDPA in Flux's double- and single-stream blocks: text rows 0,
+    image rows alpha * M / sqrt(d) over [T5 class tokens; image patches], written out here."""
+    from datamodules import VOCFolderDataModule
+    from strategies.injectors import AttentionInjection
+
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, attn_mask=None, **kw):
+        seen.append((query.shape, attn_mask))
+        return real(query, key, value, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    dm = VOCFolderDataModule(str(real_voc), limit=1)
+    dm.setup()
+    sample = dm.dataset[0]
+    inj = AttentionInjection(model="tiny-flux", alpha=10.0)
+    inj.generate([sample])
+    jobs = inj.make_jobs([sample])
+    n_img, n_txt = 64, 512  # 128 px -> 16 x 16 latents -> 8 x 8 packed tokens; T5's 512 positions
+    blocks = [(shape, mask) for shape, mask in seen if shape[-2] == n_txt + n_img]  # not the T5 encoder's own
+    assert len(blocks) == 2 and all(mask is not None for _, mask in blocks)  # the double- and the single-stream block
+    side = 8
+    for shape, bias in blocks:
+        head_dim = shape[-1]
+        assert bias.shape == (len(jobs), 1, n_txt + n_img, n_txt + n_img)
+        for j in range(len(jobs)):
+            m = F.interpolate(jobs.masks[j][None, None], size=(side, side), mode="nearest").flatten()
+            tok = jobs.token_masks[j].float()
+            expected = torch.zeros(n_txt + n_img, n_txt + n_img)
+            expected[n_txt:, :n_txt] = 10.0 * head_dim**-0.5 * m[:, None] * tok[None, :]
+            expected[n_txt:, n_txt:] = 10.0 * head_dim**-0.5 * m[:, None] * m[None, :]
+            torch.testing.assert_close(bias[j, 0].float(), expected)
+        assert int(jobs.token_masks.sum()) >= len(jobs)  # every prompt's class name found among T5's tokens
+
+
+def test_flux_step_is_diffusers_pieces_put_together(real_voc):
+    """NoInjection on "tiny-flux" against FluxPipeline's own pieces: prompt encoding, 2 x 2
+    packing and position ids, the scheduler's dynamic shift (mu from the token count) and
+    step, the transformer read at timestep sigma with the guidance embedding."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    from datamodules import VOCFolderDataModule
+    from strategies.injectors import NoInjection
+    from strategies.injectors.generation import noise_for
+
+    dm = VOCFolderDataModule(str(real_voc), limit=1)
+    dm.setup()
+    samples = [dm.dataset[0]]
+    inj = NoInjection(model="tiny-flux")
+    x0, x0_hat = inj.reconstruct(samples)
+    jobs = inj.make_jobs(samples)
+    models = inj.models_info
+    pipe = models.pipeline()
+    n, c, h, w = x0.shape
+    with torch.no_grad():
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(models.scheduler.config)
+        mu = calculate_shift((h // 2) * (w // 2), 256, 4096, 0.5, 1.15)
+        scheduler.set_timesteps(sigmas=[0.4], mu=mu)
+        t = scheduler.timesteps[0]
+        noise = torch.stack([noise_for(sid, k, inj.seed, (c, h, w)) for sid, k in zip(jobs.sample_ids, jobs.class_ids)])
+        x_t = scheduler.scale_noise(x0, t.expand(n), noise)
+        embeds, pooled, text_ids = pipe.encode_prompt(jobs.prompts, None, max_sequence_length=512)
+        packed = pipe._pack_latents(x_t, n, c, h, w)
+        out = models.unet(hidden_states=packed, timestep=t.expand(n) / 1000, guidance=torch.full((n,), 3.5),
+                          pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=text_ids,
+                          img_ids=pipe._prepare_latent_image_ids(n, h // 2, w // 2, x0.device, x0.dtype)).sample  # fmt: skip
+        velocity = pipe._unpack_latents(out, h * 8, w * 8, 8)
+        expected = scheduler.step(velocity, t, x_t).prev_sample
+    torch.testing.assert_close(x0_hat, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_flux_refuses_what_it_cannot_run_in_one_line():
+    from g4seg.errors import ConfigError
+    from strategies.injectors import AttentionInjection
+
+    with pytest.raises(ConfigError, match="guidance as an embedding"):
+        AttentionInjection(model="tiny-flux", guidance_scale=3.0)
+    with pytest.raises(ConfigError, match="densediffusion"):
+        AttentionInjection(model="tiny-flux", mode="densediffusion")

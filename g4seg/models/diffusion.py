@@ -41,17 +41,29 @@ class DiffusionModels:
         """SD3: an MMDiT transformer (joint attention) in the UNet's place, flow matching."""
         return type(self.unet).__name__ == "SD3Transformer2DModel"
 
-    def sd3_pipeline(self):
-        """diffusers' SD3 pipeline over these parts, for its prompt encoding (CLIP-L, CLIP-G,
-        T5 or zeros without it), built once."""
-        if getattr(self, "_pipeline", None) is None:
-            from diffusers import StableDiffusion3Pipeline
+    @property
+    def is_flux(self) -> bool:
+        """Flux.1: double- and single-stream MMDiT over packed latents, flow matching."""
+        return type(self.unet).__name__ == "FluxTransformer2DModel"
 
-            self._pipeline = StableDiffusion3Pipeline(
-                transformer=self.unet, scheduler=self.scheduler, vae=self.vae, text_encoder=self.text_encoder,
-                tokenizer=self.tokenizer, text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2,
-                text_encoder_3=self.text_encoder_3, tokenizer_3=self.tokenizer_3,
-            )  # fmt: skip
+    @property
+    def is_flow(self) -> bool:
+        return self.is_mmdit or self.is_flux
+
+    def pipeline(self):
+        """diffusers' SD3 or Flux pipeline over these parts, for its prompt encoding (SD3:
+        CLIP-L, CLIP-G, T5 or zeros without it; Flux: CLIP's pooled vector, T5's sequence)
+        and latent packing, built once."""
+        if getattr(self, "_pipeline", None) is None:
+            from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+            parts = dict(transformer=self.unet, scheduler=self.scheduler, vae=self.vae, text_encoder=self.text_encoder,
+                         tokenizer=self.tokenizer, text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2)  # fmt: skip
+            if self.is_flux:
+                self._pipeline = FluxPipeline(**parts)
+            else:
+                self._pipeline = StableDiffusion3Pipeline(**parts, text_encoder_3=self.text_encoder_3,
+                                                          tokenizer_3=self.tokenizer_3)  # fmt: skip
         return self._pipeline
 
     @property
@@ -82,10 +94,11 @@ def clip_tokenizer():
 
 
 
-TINY = ("tiny", "tiny-v", "tiny-sdxl", "tiny-lcm", "tiny-sd3")
+TINY = ("tiny", "tiny-v", "tiny-sdxl", "tiny-lcm", "tiny-sd3", "tiny-flux")
 SD_REPO = "stabilityai/stable-diffusion-2-1-base"
 CONTROLNET_REPO = "lllyasviel/control_v11p_sd15_seg"
 SD3_REPO = "stabilityai/stable-diffusion-3-medium-diffusers"
+FLUX_REPO = "black-forest-labs/FLUX.1-dev"
 
 
 def load_diffusion(source: str, controlnet: str | None = None, config_key: str = "model") -> DiffusionModels:
@@ -100,27 +113,30 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
     if source in TINY:
         if controlnet not in (None, "tiny"):
             raise ValueError(f"tiny models take controlnet 'tiny' or none, got {controlnet!r}")
-        from .tiny import tiny_diffusion, tiny_sd3
+        from .tiny import tiny_diffusion, tiny_flux, tiny_sd3
 
-        if source == "tiny-sd3":
+        if source in ("tiny-sd3", "tiny-flux"):
             if controlnet is not None:
-                raise ConfigError("SD3 models take no ControlNet here (an SD3 ControlNet is another architecture)")
-            return sd3_models(tiny_sd3(), "tiny-sd3", random_weights=True)
+                raise ConfigError(f"{source} takes no ControlNet here (SD3 / Flux ControlNets are other architectures)")
+            parts = tiny_sd3() if source == "tiny-sd3" else tiny_flux()
+            return transformer_models(parts, source, random_weights=True)
         return tiny_diffusion(controlnet=controlnet == "tiny", sdxl=source == "tiny-sdxl", lcm=source == "tiny-lcm",
                               v_prediction=source == "tiny-v")  # fmt: skip
     hub.require_all([(source, "folder", "the diffusion model", hub.hub_command(SD_REPO), config_key),
                      (controlnet, "folder", "the ControlNet", hub.hub_command(CONTROLNET_REPO), "controlnet")])  # fmt: skip
-    if (Path(source) / "transformer").is_dir() or _index_class(source) == "StableDiffusion3Pipeline":
+    kind = _index_class(source)
+    if kind in ("StableDiffusion3Pipeline", "FluxPipeline") or (Path(source) / "transformer").is_dir():
         if controlnet is not None:
-            raise ConfigError("SD3 models take no ControlNet here (an SD3 ControlNet is another architecture)")
-        from diffusers import StableDiffusion3Pipeline
+            raise ConfigError(f"{source}: SD3 / Flux take no ControlNet here (their ControlNets are other architectures)")
+        import diffusers
 
+        repo = FLUX_REPO if kind == "FluxPipeline" else SD3_REPO
         try:
-            pipe = StableDiffusion3Pipeline.from_pretrained(source)
+            pipe = getattr(diffusers, kind or "StableDiffusion3Pipeline").from_pretrained(source)
         except (OSError, ValueError) as e:
-            raise hub.missing(source, f"cannot load SD3: {str(e).splitlines()[0]}", "SD3", hub.hub_command(SD3_REPO),
-                              config_key) from None  # fmt: skip
-        return sd3_models(pipe.components, source)
+            raise hub.missing(source, f"cannot load {kind}: {str(e).splitlines()[0]}", Path(repo).name,
+                              hub.hub_command(repo), config_key) from None  # fmt: skip
+        return transformer_models(pipe.components, source)
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -162,13 +178,16 @@ def _index_class(source: str) -> str | None:
         return None
 
 
-def sd3_models(parts: dict, name: str, random_weights: bool = False) -> DiffusionModels:
-    """SD3 parts by diffusers' pipeline names; the transformer stands where the UNet does."""
+def transformer_models(parts: dict, name: str, random_weights: bool = False) -> DiffusionModels:
+    """SD3 or Flux parts by diffusers' pipeline names; the transformer stands where the UNet
+    does. Default resolution: SD3's sample size x 8, Flux's native 1024 (tiny: 128)."""
     transformer = parts["transformer"]
     vae_scale = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
+    size = getattr(transformer.config, "sample_size", None)
+    resolution = int(size) * vae_scale if size else (128 if random_weights else 1024)
     return DiffusionModels(
         vae=parts["vae"], unet=transformer, text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"],
         scheduler=parts["scheduler"], text_encoder_2=parts["text_encoder_2"], tokenizer_2=parts["tokenizer_2"],
         text_encoder_3=parts.get("text_encoder_3"), tokenizer_3=parts.get("tokenizer_3"), random_weights=random_weights,
-        default_resolution=int(transformer.config.sample_size) * vae_scale, name=name,
+        default_resolution=resolution, name=name,
     )  # fmt: skip

@@ -176,3 +176,53 @@ def tiny_sd3(seed: int = 0) -> dict:
     return {"transformer": transformer.eval(), "vae": vae.eval(), "text_encoder": encoders[0].eval(), "tokenizer": tok,
             "text_encoder_2": encoders[1].eval(), "tokenizer_2": tok, "text_encoder_3": None, "tokenizer_3": None,
             "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0)}  # fmt: skip
+
+
+def tiny_t5_tokenizer():
+    """A word-level stand-in for T5's tokenizer (no download): the words of every class
+    preset and of the prompt, lower-cased, "</s>" appended as T5 does; other words <unk>."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from ..classes import PRESETS
+
+    words = {w for names in PRESETS.values() for n in names for w in n.lower().split()} | {"a", "photo", "of"}
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(sorted(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512)  # fmt: skip
+
+
+def tiny_flux(seed: int = 0) -> dict:
+    """Flux.1-dev-shaped random components under diffusers' pipeline names: a 1 + 1 block
+    MMDiT (double- and single-stream, RoPE, guidance embedding), a VAE with Flux's shift and
+    scale, CLIP for the pooled vector, a 1-layer T5 for the sequence, the dynamically
+    shifted flow-matching scheduler."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    t5_tokenizer = tiny_t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+            num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=True,
+            axes_dims_rope=(2, 2, 4),
+        )  # fmt: skip
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 32, 32), sample_size=128, shift_factor=0.1159, scaling_factor=0.3611,
+            use_quant_conv=False, use_post_quant_conv=False,
+        )  # fmt: skip
+        clip = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                                            num_hidden_layers=2, max_position_embeddings=77, bos_token_id=49406,
+                                            eos_token_id=49407, pad_token_id=49407))  # fmt: skip
+        t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)  # fmt: skip
+    return {"transformer": transformer.eval(), "vae": vae.eval(), "text_encoder": clip.eval(), "tokenizer": clip_tokenizer(),
+            "text_encoder_2": t5.eval(), "tokenizer_2": t5_tokenizer, "scheduler": scheduler}  # fmt: skip

@@ -194,16 +194,31 @@ class AttentionInjection(DiffusionInjector):
             raise ConfigError(f"mode must be 'add' or 'densediffusion', got {mode!r}")
         self.mode, self.alpha = mode, alpha
         self.creg, self.sreg, self.sizereg, self.treg, self.treg_power = creg, sreg, sizereg, treg, treg_power
-        if self.models_info.is_mmdit and mode != "add":
-            raise ConfigError("EMI on SD3's joint attention runs in mode add; densediffusion's per-row rescaling of "
-                              "separate self- and cross-attention scores has no counterpart there yet")  # fmt: skip
+        if self.models_info.is_flow and mode != "add":
+            raise ConfigError("EMI on SD3's / Flux's joint attention runs in mode add; densediffusion's per-row rescaling "
+                              "of separate self- and cross-attention scores has no counterpart there yet")  # fmt: skip
 
     @property
     def treg_value(self) -> float:
         return self.treg if self.treg is not None else (self.timestep / 1000.0) ** self.treg_power
 
+    def unet_inputs(self, jobs: Jobs, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> dict:
+        """Flux: the layout bias through `joint_attention_kwargs` (its processor applies it)."""
+        if not self.models_info.is_flux:
+            return {}
+        from .joint_attention import joint_bias
+
+        head_dim = self.unet.config.attention_head_dim
+        n_image = (x_t.shape[2] // 2) * (x_t.shape[3] // 2)
+        bias = joint_bias(LayoutMasks(jobs, self.device), self.alpha, n_image, text.shape[1], head_dim**-0.5,
+                          self.unet.dtype, text_first=True)  # fmt: skip
+        return {"joint_attention_kwargs": {"attention_mask": bias}}
+
     @contextlib.contextmanager
     def injection(self, jobs: Jobs, active: torch.Tensor | None = None):
+        if self.models_info.is_flux:  # the bias rides on the call's joint_attention_kwargs (unet_inputs)
+            yield
+            return
         saved = dict(self.unet.attn_processors)
         layout = LayoutMasks(jobs, self.device, active)
         if self.models_info.is_mmdit:

@@ -36,9 +36,55 @@ def x0_from_velocity(x_t: torch.Tensor, velocity: torch.Tensor, sigma: float) ->
     return x_t - sigma * velocity
 
 
-def sd3_prompts(pipeline, unique: list[str], prompts: list[str], device: torch.device) -> tuple[torch.Tensor, dict]:
-    """SD3's text embeddings [J, 77 + T5 length, D] and pooled embeddings, by diffusers' own
-    `encode_prompt` (CLIP-L and CLIP-G side by side, T5 after them, zeros without T5)."""
-    embeds, _, pooled, _ = pipeline.encode_prompt(unique, None, None, device=device, do_classifier_free_guidance=False)
+FLUX_T5_LENGTH = 512  # Flux's max_sequence_length (its pipeline's default)
+
+
+def step_sigma(models, timestep: int, resolution: int) -> float:
+    """G4Seg's t_s as the model's scheduler shifts it: SD3's static shift, or Flux's
+    exponential shift with mu from the packed image's token count (its pipeline's rule)."""
+    config = models.scheduler.config
+    if not config.use_dynamic_shifting:
+        return flow_sigma(timestep, config.num_train_timesteps, float(config.shift))
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    tokens = (resolution // models.vae_scale // 2) ** 2
+    mu = calculate_shift(tokens, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift)
+    return flow_sigma(timestep, config.num_train_timesteps, mu=mu)
+
+
+def flow_prompts(models, unique: list[str], prompts: list[str], device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Text sequence [J, L, D] and pooled vectors by the model's own pipeline: SD3's
+    `encode_prompt` (CLIP-L and CLIP-G side by side, T5 after them, zeros without T5) or
+    Flux's (T5's sequence, CLIP's pooled vector)."""
+    pipe = models.pipeline()
+    if models.is_flux:
+        embeds, pooled, _ = pipe.encode_prompt(unique, None, device=device, max_sequence_length=FLUX_T5_LENGTH)
+    else:
+        embeds, _, pooled, _ = pipe.encode_prompt(unique, None, None, device=device, do_classifier_free_guidance=False)
     where = torch.tensor([unique.index(p) for p in prompts], device=embeds.device)
     return embeds[where], {"pooled_projections": pooled[where]}
+
+
+def velocity(models, x: torch.Tensor, sigma: float, text: torch.Tensor, added: dict, guidance: float,
+             kwargs: dict) -> torch.Tensor:  # fmt: skip
+    """The transformer's velocity [J, C, h, w] at `sigma`, called as each pipeline calls it:
+    SD3 reads sigma x 1000; Flux reads sigma, its latents packed in 2 x 2 patches with their
+    position ids, and the guidance embedding of Flux-dev."""
+    net = models.unet
+    dtype = net.dtype
+    n = len(x)
+    pooled = added["pooled_projections"].to(dtype)
+    if not models.is_flux:
+        t = torch.full((n,), sigma * models.scheduler.config.num_train_timesteps, device=x.device)
+        return net(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=text.to(dtype),
+                   pooled_projections=pooled, **kwargs).sample.float()  # fmt: skip
+    pipe = models.pipeline()
+    _, c, h, w = x.shape
+    packed = pipe._pack_latents(x.to(dtype), n, c, h, w)
+    image_ids = pipe._prepare_latent_image_ids(n, h // 2, w // 2, x.device, dtype)
+    text_ids = torch.zeros(text.shape[1], 3, device=x.device, dtype=dtype)
+    g = torch.full((n,), guidance, device=x.device, dtype=torch.float32) if net.config.guidance_embeds else None
+    out = net(hidden_states=packed, timestep=torch.full((n,), sigma, device=x.device, dtype=dtype), guidance=g,
+              pooled_projections=pooled, encoder_hidden_states=text.to(dtype), txt_ids=text_ids, img_ids=image_ids,
+              **kwargs).sample  # fmt: skip
+    return pipe._unpack_latents(out, h * models.vae_scale, w * models.vae_scale, models.vae_scale).float()

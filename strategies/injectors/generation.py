@@ -37,7 +37,7 @@ from g4seg.precision import autocast, check_precision
 from g4seg.seeding import stable_seed
 from g4seg.types import Generated, Sample
 
-from .flow_matching import flow_sigma, noised, sd3_prompts, x0_from_velocity
+from .flow_matching import FLUX_T5_LENGTH, flow_prompts, noised, step_sigma, velocity, x0_from_velocity
 from .inversion import ddim_invert, inversion_timesteps, optimise_null_text
 
 INVERSIONS = ("none", "ddim", "null_text")
@@ -98,7 +98,7 @@ class DiffusionInjector(Injector):
         prompt: template with {} for the class name.
         seed: combined with sample id and class for the noise.
         max_batch: most jobs per UNet call (memory); None = the whole batch at once.
-        guidance: LCM guidance embedding value (only for LCM UNets).
+        guidance: guidance embedding value: LCM UNets (default 8) and Flux-dev (default 3.5).
         guidance_scale: classifier-free guidance w (eps_u + w (eps_c - eps_u), prompt ""
             unconditional); 1 = off. Default 1, or 7.5 with `inversion: null_text`.
         inversion: "none" (x_t from seeded random noise), "ddim" (deterministic DDIM
@@ -121,7 +121,7 @@ class DiffusionInjector(Injector):
         prompt: str = "A photo of {}",
         seed: int = 0,
         max_batch: int | None = None,
-        guidance: float = 8.0,
+        guidance: float | None = None,
         guidance_scale: float | None = None,
         inversion: str = "none",
         inversion_steps: int = 10,
@@ -147,17 +147,19 @@ class DiffusionInjector(Injector):
         n = models.scheduler.config.num_train_timesteps
         if not 0 <= timestep < n:
             raise ConfigError(f"timestep must lie in [0, {n}), got {timestep}")
+        if guidance is None:  # LCM's w embedding 8 (its scheduler's example), Flux-dev's guidance 3.5
+            guidance = 3.5 if models.is_flux else 8.0
         self.timestep, self.prompt, self.seed, self.max_batch, self.guidance = timestep, prompt, seed, max_batch, guidance
-        if models.is_mmdit:  # flow matching: sigma instead of alpha_bar, the velocity as output
-            self.sigma = flow_sigma(timestep, n, float(models.scheduler.config.shift))
+        if models.is_flow:  # flow matching: sigma instead of alpha_bar, the velocity as output
+            self.sigma = step_sigma(models, timestep, self.resolution)
             self.alpha_bar, self.prediction_type = 1.0 - self.sigma, "flow"
         else:
             self.alpha_bar = float(models.scheduler.alphas_cumprod[timestep])
             self.prediction_type = models.scheduler.config.prediction_type
         if inversion not in INVERSIONS:
             raise ConfigError(f"inversion must be one of {INVERSIONS}, got {inversion!r}")
-        if models.is_mmdit and inversion != "none":
-            raise ConfigError(f"inversion {inversion} is DDIM's; SD3 (flow matching) starts from noise here: set inversion: none")
+        if models.is_flow and inversion != "none":
+            raise ConfigError(f"inversion {inversion} is DDIM's; SD3 / Flux (flow matching) start from noise here: set inversion: none")
         if guidance_scale is None:
             guidance_scale = NULL_TEXT_GUIDANCE if inversion == "null_text" else 1.0
         if inversion == "null_text" and guidance_scale == 1.0:
@@ -165,13 +167,15 @@ class DiffusionInjector(Injector):
                 "inversion null_text fits the unconditional embedding, which acts only with guidance_scale != 1 "
                 f"(Mokady et al. use {NULL_TEXT_GUIDANCE}); set guidance_scale"
             )
+        if models.is_flux and guidance_scale != 1.0:
+            raise ConfigError("Flux takes its guidance as an embedding (`guidance`, Flux-dev 3.5), not guidance_scale")
         self.guidance_scale, self.inversion = float(guidance_scale), inversion
         self.inversion_timesteps = inversion_timesteps(timestep, inversion_steps) if inversion != "none" else []
         self.null_text = (null_text_iterations, null_text_lr, null_text_epsilon)
 
     def resolved(self) -> dict:
         """Defaults that depend on the model or on other keys, as they ran."""
-        return {**self.settings, "resolution": self.resolution, "guidance_scale": self.guidance_scale}
+        return {**self.settings, "resolution": self.resolution, "guidance_scale": self.guidance_scale, "guidance": self.guidance}
 
     @property
     def device(self) -> torch.device:
@@ -189,7 +193,8 @@ class DiffusionInjector(Injector):
 
     # -- the pipeline ---------------------------------------------------------------------
     def make_jobs(self, samples: Sequence[Sample]) -> Jobs:
-        r, length = self.resolution, self.models_info.tokenizer.model_max_length
+        r = self.resolution
+        tokenizer, length = self.prompt_tokenizer()
         index, ids, classes, masks, tokens, prompts, names = [], [], [], [], [], [], []
         for i, sample in enumerate(samples):
             labels = sample.coarse.labels().numpy().astype(np.uint8)
@@ -200,10 +205,18 @@ class DiffusionInjector(Injector):
                 index.append(i), ids.append(sample.id), classes.append(class_id), prompts.append(prompt)
                 names.append(sample.class_names[class_id])
                 masks.append(torch.from_numpy(mask.astype(np.float32)))
-                tokens.append(class_token_mask(self.models_info.tokenizer, prompt, name, length))
+                tokens.append(class_token_mask(tokenizer, prompt, name, length))
         empty = torch.zeros(0, r, r)
         return Jobs(index, ids, classes, torch.stack(masks) if masks else empty,
                     torch.stack(tokens) if tokens else torch.zeros(0, length, dtype=torch.bool), prompts, names)  # fmt: skip
+
+    def prompt_tokenizer(self) -> tuple:
+        """The tokenizer whose positions the text sequence holds, and its length: CLIP's 77,
+        or for Flux T5's 512 (its sequence is T5's alone)."""
+        models = self.models_info
+        if models.is_flux:
+            return models.tokenizer_2, FLUX_T5_LENGTH
+        return models.tokenizer, models.tokenizer.model_max_length
 
     def encode_images(self, samples: Sequence[Sample]) -> torch.Tensor:
         r = self.resolution
@@ -220,8 +233,8 @@ class DiffusionInjector(Injector):
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, dict]:
         """Text embeddings (and SDXL's pooled embeddings and time ids) of each job's prompt."""
         unique = list(dict.fromkeys(prompts))
-        if self.models_info.is_mmdit:
-            return sd3_prompts(self.models_info.sd3_pipeline(), unique, prompts, self.device)
+        if self.models_info.is_flow:
+            return flow_prompts(self.models_info, unique, prompts, self.device)
         tok = self.models_info.tokenizer
         ids = tok(unique, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids.to(self.device)  # fmt: skip
@@ -294,7 +307,7 @@ class DiffusionInjector(Injector):
         """The scheduler's clean-latent estimate from the model output at t_s. Its step also
         draws the noise of a next step, which is not used: a fixed generator keeps the
         global random state untouched."""
-        if self.models_info.is_mmdit:
+        if self.models_info.is_flow:
             return x0_from_velocity(x_t, out, self.sigma)
         generator = torch.Generator(x_t.device).manual_seed(0)
         scheduler = self.models_info.scheduler
@@ -304,7 +317,7 @@ class DiffusionInjector(Injector):
         if self.inversion == "none":
             noise = torch.stack([noise_for(sid, c, self.seed, tuple(x0.shape[1:]))
                                  for sid, c in zip(jobs.sample_ids, jobs.class_ids)]).to(x0.device)  # fmt: skip
-            if self.models_info.is_mmdit:
+            if self.models_info.is_flow:
                 return noised(x0, noise, self.sigma)
             t = torch.full((len(x0),), self.timestep, dtype=torch.long, device=x0.device)
             return self.models_info.scheduler.add_noise(x0, noise, t)
@@ -352,11 +365,8 @@ class DiffusionInjector(Injector):
             kwargs["added_cond_kwargs"] = added
         kwargs.update(self.lcm_condition(len(x)))
         with self.injection(jobs, active) if inject else contextlib.nullcontext():
-            if self.models_info.is_mmdit:  # SD3 reads its timestep as sigma x 1000, as its pipeline passes it
-                pooled = kwargs.pop("added_cond_kwargs")["pooled_projections"]
-                t = torch.full((len(x),), self.sigma * self.models_info.scheduler.config.num_train_timesteps, device=x.device)
-                out = self.unet(hidden_states=x.to(self.unet.dtype), timestep=t, encoder_hidden_states=text.to(self.unet.dtype),
-                                pooled_projections=pooled.to(self.unet.dtype), **kwargs).sample  # fmt: skip
+            if self.models_info.is_flow:
+                out = velocity(self.models_info, x, self.sigma, text, kwargs.pop("added_cond_kwargs"), self.guidance, kwargs)
             else:
                 out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=text.to(self.unet.dtype), **kwargs).sample
         return out.float()

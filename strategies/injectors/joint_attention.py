@@ -1,4 +1,4 @@
-"""Explicit Mask Injection for MMDiT joint attention (SD3's transformer blocks).
+"""Explicit Mask Injection for MMDiT joint attention (SD3's and Flux's transformer blocks).
 
 An MMDiT block attends once over [image tokens; text tokens]. G4Seg's two masks become one
 additive bias on the image-query rows of that joint score matrix:
@@ -11,9 +11,14 @@ softmax((QK^T + alpha M) / sqrt(d)) = SDPA with attn_mask = alpha M / sqrt(d), a
 "add" mode. QK-norm and the projections are diffusers' `JointAttnProcessor2_0` steps, kept
 as they are; with alpha = 0 the output is that processor's, bit for bit.
 
-Which text tokens count: the class-name tokens of the CLIP prompt, which fills the first 77
-positions of SD3's joint text sequence; the T5 positions after them get no bias (without a
-T5 tokenizer the class tokens there are unknown; SD3 runs without T5 too).
+Which text tokens count: SD3, the class-name tokens of the CLIP prompt, which fills the
+first 77 positions of its text sequence (the T5 positions after them get no bias); Flux, the
+class-name tokens of its T5 prompt, the whole of its text sequence.
+
+Flux's own processor passes an `attention_mask` on to its attention, in its double- and
+single-stream blocks alike (both see [text; image]), so Flux needs no processor of ours: the
+bias goes in through `joint_attention_kwargs`. SD3's `JointAttnProcessor2_0` takes no mask,
+hence `JointEMIProcessor`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,21 @@ import torch.nn.functional as F
 from .attention import LayoutMasks, split_heads
 
 
+def joint_bias(layout: LayoutMasks, alpha: float, n_image: int, n_text: int, scale: float, dtype: torch.dtype,
+               text_first: bool = False) -> torch.Tensor:  # fmt: skip
+    """[J, 1, N, N] additive scores, N = Ni + Nt: alpha * scale * M on the image-query rows
+    (Eq. 4 on image columns, Eq. 3 on the class-token columns), 0 on the text-query rows.
+    SD3 orders the sequence [image; text], Flux [text; image] (`text_first`)."""
+    mask = layout.at(n_image)  # [J, Ni]
+    tokens = torch.zeros(mask.shape[0], n_text, device=mask.device, dtype=mask.dtype)
+    given = layout.tokens[:, :n_text].to(mask.dtype)
+    tokens[:, : given.shape[1]] = given
+    columns = torch.cat([tokens, mask] if text_first else [mask, tokens], dim=1)  # [J, N]
+    rows = alpha * scale * mask[:, :, None] * columns[:, None, :] * layout.active[:, None, None]  # [J, Ni, N]
+    text_rows = torch.zeros(mask.shape[0], n_text, n_image + n_text, device=mask.device, dtype=mask.dtype)
+    return torch.cat([text_rows, rows] if text_first else [rows, text_rows], dim=1)[:, None].to(dtype)
+
+
 class JointEMIProcessor:
     """`JointAttnProcessor2_0` with the layout bias on the image-query rows."""
 
@@ -31,15 +51,7 @@ class JointEMIProcessor:
         self.layout, self.alpha = layout, alpha
 
     def bias(self, n_image: int, n_text: int, scale: float, dtype: torch.dtype) -> torch.Tensor:
-        """[J, 1, Ni + Nt, Ni + Nt] = alpha * scale * M on the image rows, 0 on the text rows."""
-        mask = self.layout.at(n_image)  # [J, Ni]
-        tokens = torch.zeros(mask.shape[0], n_text, device=mask.device, dtype=mask.dtype)
-        clip = self.layout.tokens[:, :n_text].to(mask.dtype)
-        tokens[:, : clip.shape[1]] = clip
-        rows = mask[:, :, None] * torch.cat([mask, tokens], dim=1)[:, None, :]  # [J, Ni, Ni + Nt]
-        rows = self.alpha * scale * rows * self.layout.active[:, None, None]
-        text_rows = torch.zeros(mask.shape[0], n_text, n_image + n_text, device=mask.device, dtype=mask.dtype)
-        return torch.cat([rows, text_rows], dim=1)[:, None].to(dtype)
+        return joint_bias(self.layout, self.alpha, n_image, n_text, scale, dtype)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         residual = hidden_states
