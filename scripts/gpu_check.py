@@ -200,6 +200,74 @@ def producers(out: Results, samples, args) -> None:
                                                          "peak_gib": peak_gib(run, args.device)})  # fmt: skip
 
 
+def flow_parts(kind: str, size: str) -> dict:
+    """SD3-medium- or Flux.1-dev-shaped random parts (real: published configs, SD3 without
+    T5, as it runs; Flux with T5-XXL's shape) or the tiny families."""
+    import transformers as tf
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel, SD3Transformer2DModel
+
+    from g4seg.models.diffusion import clip_tokenizer
+    from g4seg.models.tiny import tiny_flux, tiny_sd3, tiny_t5_tokenizer
+
+    if size != "real":
+        return tiny_sd3() if kind == "sd3" else tiny_flux()
+    shift, scale = (0.0609, 1.5305) if kind == "sd3" else (0.1159, 0.3611)
+    vae = AutoencoderKL(latent_channels=16, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        shift_factor=shift, scaling_factor=scale, use_quant_conv=False, use_post_quant_conv=False)  # fmt: skip
+
+    def clip(width, layers, heads, projection=True):
+        cfg = tf.CLIPTextConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                                intermediate_size=4 * width, projection_dim=width, hidden_act="gelu")  # fmt: skip
+        return (tf.CLIPTextModelWithProjection if projection else tf.CLIPTextModel)(cfg)
+
+    if kind == "sd3":
+        transformer = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+                                            num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                                            pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192)  # fmt: skip
+        return {"transformer": transformer, "vae": vae, "text_encoder": clip(768, 12, 12), "tokenizer": clip_tokenizer(),
+                "text_encoder_2": clip(1280, 32, 20), "tokenizer_2": clip_tokenizer(), "text_encoder_3": None,
+                "tokenizer_3": None, "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0)}  # fmt: skip
+    t5 = tf.T5EncoderModel(tf.T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                                       feed_forward_proj="gated-gelu"))  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)  # fmt: skip
+    return {"transformer": FluxTransformer2DModel(guidance_embeds=True), "vae": vae, "text_encoder": clip(768, 12, 12, False),
+            "tokenizer": clip_tokenizer(), "text_encoder_2": t5, "tokenizer_2": tiny_t5_tokenizer(), "scheduler": scheduler}  # fmt: skip
+
+
+def flow(out: Results, samples, args) -> None:
+    """SD3-medium (2 B, fp16 autocast) and Flux.1-dev (12 B + T5-XXL, bf16 weights) shapes
+    at their native 1024 px: s/image without and with EMI, peak memory."""
+    from g4seg.models import hub
+    from g4seg.models.diffusion import transformer_models
+    from strategies.injectors import AttentionInjection, NoInjection
+
+    for kind in ("sd3", "flux"):
+        name = f"{kind}-{args.size}-shaped"
+        with torch.device(args.device):
+            parts = flow_parts(kind, args.size)
+        models = transformer_models(parts, name, random_weights=True)
+        if kind == "flux" and args.device.startswith("cuda"):
+            for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+                getattr(models, part).to(torch.bfloat16)
+        hub.shared("diffusion", (name, None), lambda models=models: models)  # the loaders hand these out by name
+        params = sum(p.numel() for p in models.unet.parameters())
+        precision = "bf16" if kind == "flux" else "auto"
+        for cls in (NoInjection, AttentionInjection):
+            inj = cls(model=name, precision=precision).to(args.device)
+            [seconds] = timed([lambda: inj.generate(samples)], args.device, max(1, args.repeats // 2))
+            out.put("flow", f"{kind} {cls.__name__}", {"s_per_image": round(seconds / len(samples), 4),
+                                                       "transformer_params": params, "resolution": inj.resolution,
+                                                       "sigma": round(inj.sigma, 4), "precision": precision,
+                                                       "peak_gib": peak_gib(lambda: inj.generate(samples), args.device)})  # fmt: skip
+            del inj
+        hub._LOADED.clear()
+        del models, parts
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
 CONFIG = """seed_everything: 0
 trainer: {{accelerator: {accelerator}, devices: {devices}, strategy: {strategy}}}
 data:
@@ -282,10 +350,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per generate() call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--e2e-images", type=int, default=48)
+    parser.add_argument("--flow-images", type=int, default=2, help="images per call for the SD3 / Flux shapes")
     parser.add_argument("--e2e-strategies", choices=["all", "g4seg"], default="all")
     parser.add_argument("--batch", type=int, default=4, help="the harness runs' batch size")
-    parser.add_argument("--only", nargs="+", default=["generation", "refiners", "producers", "harness", "compile"],
-                        choices=["generation", "refiners", "producers", "harness", "compile"])  # fmt: skip
+    parser.add_argument("--only", nargs="+", default=["generation", "refiners", "producers", "flow", "harness", "compile"],
+                        choices=["generation", "refiners", "producers", "flow", "harness", "compile"])  # fmt: skip
     args = parser.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -304,13 +373,14 @@ def main() -> None:
     three = dm.dataset[dm.dataset.ids.index(THREE_CLASSES)]
     with tempfile.TemporaryDirectory() as tmp:
         paths: dict = {}
-        if set(args.only) - {"producers"}:
+        if set(args.only) - {"producers", "flow"}:
             start = time.perf_counter()
             paths = save_models(args.size, args.device, Path(tmp))
             out.put("env", "models built and saved (s)", round(time.perf_counter() - start, 1))
         for section, fn in (("generation", lambda: generation(out, samples, three, paths, args)),
                             ("refiners", lambda: refiners(out, samples, paths, args)),
                             ("producers", lambda: producers(out, samples, args)),
+                            ("flow", lambda: flow(out, samples[: args.flow_images], args)),
                             ("harness", lambda: harness(out, paths, args, Path(tmp))),
                             ("compile", lambda: compiled(out, samples, paths, args))):  # fmt: skip
             if section in args.only:

@@ -184,7 +184,7 @@ def transformer_models(parts: dict, name: str, random_weights: bool = False) -> 
     transformer = parts["transformer"]
     vae_scale = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
     size = getattr(transformer.config, "sample_size", None)
-    resolution = int(size) * vae_scale if size else (128 if random_weights else 1024)
+    resolution = int(size) * vae_scale if size else (128 if name.startswith("tiny") else 1024)
     return DiffusionModels(
         vae=parts["vae"], unet=transformer, text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"],
         scheduler=parts["scheduler"], text_encoder_2=parts["text_encoder_2"], tokenizer_2=parts["tokenizer_2"],
