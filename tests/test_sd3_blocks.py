@@ -266,3 +266,49 @@ def test_flux_refuses_what_it_cannot_run_in_one_line():
         AttentionInjection(model="tiny-flux", guidance_scale=3.0)
     with pytest.raises(ConfigError, match="densediffusion"):
         AttentionInjection(model="tiny-flux", mode="densediffusion")
+
+
+def test_sd3_biases_the_class_tokens_of_its_clip_and_t5_prompts(monkeypatch, real_voc):
+    """With T5 loaded, SD3's text sequence is [CLIP 77; T5 256]: the class name's tokens of
+    both prompts get the cross bias (columns after the 64 image patches), nothing else does."""
+    import strategies.injectors.joint_attention as joint
+    from datamodules import VOCFolderDataModule
+    from strategies.injectors import AttentionInjection
+
+    seen = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(joint.F, "scaled_dot_product_attention",
+                        lambda q, k, v, attn_mask=None, **kw: seen.append((q.shape[-1], attn_mask)) or real(q, k, v, attn_mask=attn_mask, **kw))  # fmt: skip
+    dm = VOCFolderDataModule(str(real_voc), limit=1)
+    dm.setup()
+    inj = AttentionInjection(model="tiny-sd3", alpha=10.0)
+    jobs = inj.make_jobs([dm.dataset[0]])
+    assert jobs.token_masks.shape[1] == 77 + 256
+    assert bool(jobs.token_masks[:, :77].any(1).all()) and bool(jobs.token_masks[:, 77:].any(1).all())
+    inj.generate([dm.dataset[0]])
+    n_img = 64
+    head_dim, bias = next((d, b) for d, b in seen if b is not None and b.shape[-1] == n_img + 77 + 256)  # not T5's own
+    for j in range(len(jobs)):
+        m = F.interpolate(jobs.masks[j][None, None], size=(8, 8), mode="nearest").flatten()
+        text_block = bias[j, 0, :n_img, n_img:].float()
+        expected = 10.0 * head_dim**-0.5 * m[:, None] * jobs.token_masks[j].float()[None, :]
+        torch.testing.assert_close(text_block, expected)
+
+
+@pytest.mark.parametrize("model", ["tiny-sd3", "tiny-flux"])
+def test_alpha_zero_is_plain_generation_and_batches_equal_single_images(model, real_voc):
+    from datamodules import VOCFolderDataModule
+    from strategies.injectors import AttentionInjection, NoInjection
+
+    dm = VOCFolderDataModule(str(real_voc), limit=2)
+    dm.setup()
+    samples = [dm.dataset[i] for i in range(2)]
+    plain = NoInjection(model=model).generate(samples)
+    zero = AttentionInjection(model=model, alpha=0.0).generate(samples)
+    assert all(torch.equal(a.images, b.images) for a, b in zip(plain, zero))
+    inj = AttentionInjection(model=model, alpha=10.0)
+    together = inj.generate(samples)
+    assert not all(torch.equal(a.images, b.images) for a, b in zip(plain, together))  # the layout acts
+    for s, batched in zip(samples, together):
+        (alone,) = inj.generate([s])
+        assert int((alone.images.int() - batched.images.int()).abs().max()) <= 1

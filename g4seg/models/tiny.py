@@ -149,10 +149,10 @@ def tiny_segmenter(kind: str, labels: list[str], seed: int = 0):
 def tiny_sd3(seed: int = 0) -> dict:
     """SD3-shaped random components under diffusers' pipeline names (`StableDiffusion3Pipeline
     (**components)` takes them): a 2-block MMDiT (patch 2, QK-norm), a 16-channel VAE with
-    SD3's shift factor, two CLIP text encoders with projections, no T5 (SD3 runs without it),
-    the flow-matching scheduler with SD3's shift 3."""
+    SD3's shift factor, two CLIP text encoders with projections, a 1-layer T5 with the
+    word-level tokenizer stand-in, the flow-matching scheduler with SD3's shift 3."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -172,9 +172,11 @@ def tiny_sd3(seed: int = 0) -> dict:
             max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=16,
         )  # fmt: skip
         encoders = [CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg)) for _ in range(2)]
+        t5_tokenizer = tiny_t5_tokenizer()
+        t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2))
     tok = clip_tokenizer()
     return {"transformer": transformer.eval(), "vae": vae.eval(), "text_encoder": encoders[0].eval(), "tokenizer": tok,
-            "text_encoder_2": encoders[1].eval(), "tokenizer_2": tok, "text_encoder_3": None, "tokenizer_3": None,
+            "text_encoder_2": encoders[1].eval(), "tokenizer_2": tok, "text_encoder_3": t5.eval(), "tokenizer_3": t5_tokenizer,
             "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0)}  # fmt: skip
 
 

@@ -37,6 +37,7 @@ def x0_from_velocity(x_t: torch.Tensor, velocity: torch.Tensor, sigma: float) ->
 
 
 FLUX_T5_LENGTH = 512  # Flux's max_sequence_length (its pipeline's default)
+SD3_T5_LENGTH = 256  # SD3's (its pipeline's default)
 
 
 def step_sigma(models, timestep: int, resolution: int) -> float:

@@ -37,7 +37,7 @@ from g4seg.precision import autocast, check_precision
 from g4seg.seeding import stable_seed
 from g4seg.types import Generated, Sample
 
-from .flow_matching import FLUX_T5_LENGTH, flow_prompts, noised, step_sigma, velocity, x0_from_velocity
+from .flow_matching import FLUX_T5_LENGTH, SD3_T5_LENGTH, flow_prompts, noised, step_sigma, velocity, x0_from_velocity
 from .inversion import ddim_invert, inversion_timesteps, optimise_null_text
 
 INVERSIONS = ("none", "ddim", "null_text")
@@ -194,7 +194,8 @@ class DiffusionInjector(Injector):
     # -- the pipeline ---------------------------------------------------------------------
     def make_jobs(self, samples: Sequence[Sample]) -> Jobs:
         r = self.resolution
-        tokenizer, length = self.prompt_tokenizer()
+        parts = self.prompt_tokenizers()
+        length = sum(n for _, n in parts)
         index, ids, classes, masks, tokens, prompts, names = [], [], [], [], [], [], []
         for i, sample in enumerate(samples):
             labels = sample.coarse.labels().numpy().astype(np.uint8)
@@ -205,18 +206,19 @@ class DiffusionInjector(Injector):
                 index.append(i), ids.append(sample.id), classes.append(class_id), prompts.append(prompt)
                 names.append(sample.class_names[class_id])
                 masks.append(torch.from_numpy(mask.astype(np.float32)))
-                tokens.append(class_token_mask(tokenizer, prompt, name, length))
+                tokens.append(torch.cat([class_token_mask(tok, prompt, name, n) for tok, n in parts]))
         empty = torch.zeros(0, r, r)
         return Jobs(index, ids, classes, torch.stack(masks) if masks else empty,
                     torch.stack(tokens) if tokens else torch.zeros(0, length, dtype=torch.bool), prompts, names)  # fmt: skip
 
-    def prompt_tokenizer(self) -> tuple:
-        """The tokenizer whose positions the text sequence holds, and its length: CLIP's 77,
-        or for Flux T5's 512 (its sequence is T5's alone)."""
+    def prompt_tokenizers(self) -> list[tuple]:
+        """(tokenizer, length) of each part of the text sequence, in order: CLIP's 77; SD3
+        with T5: CLIP's 77 then T5's 256; Flux: T5's 512 alone."""
         models = self.models_info
         if models.is_flux:
-            return models.tokenizer_2, FLUX_T5_LENGTH
-        return models.tokenizer, models.tokenizer.model_max_length
+            return [(models.tokenizer_2, FLUX_T5_LENGTH)]
+        clip = [(models.tokenizer, models.tokenizer.model_max_length)]
+        return clip + [(models.tokenizer_3, SD3_T5_LENGTH)] if models.is_mmdit and models.tokenizer_3 is not None else clip
 
     def encode_images(self, samples: Sequence[Sample]) -> torch.Tensor:
         r = self.resolution

@@ -11,9 +11,9 @@ softmax((QK^T + alpha M) / sqrt(d)) = SDPA with attn_mask = alpha M / sqrt(d), a
 "add" mode. QK-norm and the projections are diffusers' `JointAttnProcessor2_0` steps, kept
 as they are; with alpha = 0 the output is that processor's, bit for bit.
 
-Which text tokens count: SD3, the class-name tokens of the CLIP prompt, which fills the
-first 77 positions of its text sequence (the T5 positions after them get no bias); Flux, the
-class-name tokens of its T5 prompt, the whole of its text sequence.
+Which text tokens count: the class-name tokens of every prompt in the text sequence: SD3's
+CLIP prompt (its first 77 positions) and its T5 prompt after them (when T5 is loaded); Flux's
+T5 prompt, the whole of its text sequence.
 
 Flux's own processor passes an `attention_mask` on to its attention, in its double- and
 single-stream blocks alike (both see [text; image]), so Flux needs no processor of ours: the
