@@ -16,21 +16,28 @@ from .diffusion import DiffusionModels, clip_tokenizer
 ATTENTION_SHARPNESS = 3.0
 
 
+def tiny_vae(latent_channels: int = 4, **extra) -> nn.Module:
+    """SD's VAE layout (8x down) at a few hundred k parameters; `extra`: a family's own keys."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=latent_channels, layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 32, 32), sample_size=128, **extra,
+    )  # fmt: skip
+
+
 def tiny_diffusion(
     seed: int = 0, controlnet: bool = False, sdxl: bool = False, lcm: bool = False, v_prediction: bool = False
 ) -> DiffusionModels:
     """SD-shaped models with random weights: VAE with 8x downsampling, a two-level UNet with
     cross-attention at both levels, a 2-layer CLIP text encoder, optionally a ControlNet."""
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 32, 32), sample_size=128,
-        )  # fmt: skip
+        vae = tiny_vae()
         text_cfg = dict(
             vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
             max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
@@ -151,7 +158,7 @@ def tiny_sd3(seed: int = 0) -> dict:
     (**components)` takes them): a 2-block MMDiT (patch 2, QK-norm), a 16-channel VAE with
     SD3's shift factor, two CLIP text encoders with projections, a 1-layer T5 with the
     word-level tokenizer stand-in, the flow-matching scheduler with SD3's shift 3."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     with torch.random.fork_rng(devices=[]):
@@ -161,12 +168,8 @@ def tiny_sd3(seed: int = 0) -> dict:
             num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=32,
             pos_embed_max_size=16, qk_norm="rms_norm",
         )  # fmt: skip
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, norm_num_groups=8,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 32, 32), sample_size=128, shift_factor=0.0609, scaling_factor=1.5305,
-            use_quant_conv=False, use_post_quant_conv=False,
-        )  # fmt: skip
+        vae = tiny_vae(latent_channels=16, shift_factor=0.0609, scaling_factor=1.5305, use_quant_conv=False,
+                       use_post_quant_conv=False)  # SD3's
         text_cfg = dict(
             vocab_size=49408, hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
             max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=16,
@@ -203,7 +206,7 @@ def tiny_flux(seed: int = 0) -> dict:
     MMDiT (double- and single-stream, RoPE, guidance embedding), a VAE with Flux's shift and
     scale, CLIP for the pooled vector, a 1-layer T5 for the sequence, the dynamically
     shifted flow-matching scheduler."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     t5_tokenizer = tiny_t5_tokenizer()
@@ -214,12 +217,7 @@ def tiny_flux(seed: int = 0) -> dict:
             num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=True,
             axes_dims_rope=(2, 2, 4),
         )  # fmt: skip
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 32, 32), sample_size=128, shift_factor=0.1159, scaling_factor=0.3611,
-            use_quant_conv=False, use_post_quant_conv=False,
-        )  # fmt: skip
+        vae = tiny_vae(shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)  # Flux's
         clip = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=16, intermediate_size=32, num_attention_heads=2,
                                             num_hidden_layers=2, max_position_embeddings=77, bos_token_id=49406,
                                             eos_token_id=49407, pad_token_id=49407))  # fmt: skip
