@@ -312,3 +312,30 @@ def test_alpha_zero_is_plain_generation_and_batches_equal_single_images(model, r
     for s, batched in zip(samples, together):
         (alone,) = inj.generate([s])
         assert int((alone.images.int() - batched.images.int()).abs().max()) <= 1
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_a_saved_sd3_or_flux_folder_loads_through_the_real_path(kind, tmp_path):
+    """A pipeline saved with save_pretrained (the layout of the released folders) loads by
+    its model_index.json through diffusers' own pipeline class, and runs."""
+    import diffusers
+    import numpy as np
+
+    from g4seg.models.diffusion import load_diffusion
+    from g4seg.models.tiny import tiny_flux, tiny_sd3
+    from g4seg.types import ClassProbs, Sample
+    from strategies.injectors import AttentionInjection
+
+    parts = tiny_sd3() if kind == "sd3" else tiny_flux()
+    cls = diffusers.StableDiffusion3Pipeline if kind == "sd3" else diffusers.FluxPipeline
+    cls(**parts).save_pretrained(tmp_path / kind)
+    models = load_diffusion(str(tmp_path / kind))
+    assert (models.is_mmdit, models.is_flux) == ((True, False) if kind == "sd3" else (False, True))
+    assert not models.random_weights and models.default_resolution == (128 if kind == "sd3" else 1024)
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    gt = torch.zeros(48, 64, dtype=torch.int64)
+    gt[10:30, 20:40] = 15
+    probs = torch.stack([1 - (gt == 15).float(), (gt == 15).float()]) * 0.8 + 0.1
+    sample = Sample("x", image, gt, ["background"] + ["c"] * 14 + ["person"], ClassProbs(torch.tensor([0, 15]), probs))
+    (out,) = AttentionInjection(model=str(tmp_path / kind), resolution=128).generate([sample])
+    assert out.images.shape == (1, 48, 64, 3)
