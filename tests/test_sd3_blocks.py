@@ -330,7 +330,7 @@ def test_a_saved_sd3_or_flux_folder_loads_through_the_real_path(kind, tmp_path):
     cls = diffusers.StableDiffusion3Pipeline if kind == "sd3" else diffusers.FluxPipeline
     cls(**parts).save_pretrained(tmp_path / kind)
     models = load_diffusion(str(tmp_path / kind))
-    assert (models.is_mmdit, models.is_flux) == ((True, False) if kind == "sd3" else (False, True))
+    assert (models.is_sd3, models.is_flux) == ((True, False) if kind == "sd3" else (False, True))
     assert not models.random_weights and models.default_resolution == (128 if kind == "sd3" else 1024)
     image = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     gt = torch.zeros(48, 64, dtype=torch.int64)

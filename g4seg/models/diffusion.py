@@ -11,7 +11,7 @@ diffusers' own SD3 pipeline.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -35,10 +35,11 @@ class DiffusionModels:
     name: str = ""
     text_encoder_3: nn.Module | None = None  # SD3's T5 (optional there)
     tokenizer_3: object | None = None
+    _pipeline: object | None = field(default=None, repr=False)  # SD3 / Flux: built on first use
 
     @property
-    def is_mmdit(self) -> bool:
-        """SD3: an MMDiT transformer (joint attention) in the UNet's place, flow matching."""
+    def is_sd3(self) -> bool:
+        """SD3 / SD3.5: an MMDiT transformer (joint attention) in the UNet's place, flow matching."""
         return type(self.unet).__name__ == "SD3Transformer2DModel"
 
     @property
@@ -48,13 +49,13 @@ class DiffusionModels:
 
     @property
     def is_flow(self) -> bool:
-        return self.is_mmdit or self.is_flux
+        return self.is_sd3 or self.is_flux
 
     def pipeline(self):
         """diffusers' SD3 or Flux pipeline over these parts, for its prompt encoding (SD3:
         CLIP-L, CLIP-G, T5 or zeros without it; Flux: CLIP's pooled vector, T5's sequence)
         and latent packing, built once."""
-        if getattr(self, "_pipeline", None) is None:
+        if self._pipeline is None:
             from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
             parts = dict(transformer=self.unet, scheduler=self.scheduler, vae=self.vae, text_encoder=self.text_encoder,
@@ -130,9 +131,10 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
             raise ConfigError(f"{source}: SD3 / Flux take no ControlNet here (their ControlNets are other architectures)")
         import diffusers
 
+        kind = kind or "StableDiffusion3Pipeline"  # a transformer/ folder without an index: SD3's layout
         repo = FLUX_REPO if kind == "FluxPipeline" else SD3_REPO
         try:
-            pipe = getattr(diffusers, kind or "StableDiffusion3Pipeline").from_pretrained(source)
+            pipe = getattr(diffusers, kind).from_pretrained(source)
         except (OSError, ValueError) as e:
             raise hub.missing(source, f"cannot load {kind}: {str(e).splitlines()[0]}", Path(repo).name,
                               hub.hub_command(repo), config_key) from None  # fmt: skip

@@ -43,15 +43,17 @@ from .generation import DiffusionInjector, Jobs
 DD_TREG = 0.47  # mean of (t/1000)^5 over DDIM-50 timesteps 981..701, where DenseDiffusion modulates
 
 
-def split_heads(attn, batch: int, query, key, value) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_heads(attn, batch: int, query, key, value, norms=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[B, heads, N, d] views of the projections with the module's QK-norm applied, as
-    diffusers' processors prepare them."""
+    diffusers' processors prepare them; `norms`: another (q, k) pair of norms (a joint
+    block's text projections use norm_added_q / norm_added_k)."""
+    norm_q, norm_k = norms or (attn.norm_q, attn.norm_k)
     head_dim = key.shape[-1] // attn.heads
     q, k, v = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-    if attn.norm_q is not None:
-        q = attn.norm_q(q)
-    if attn.norm_k is not None:
-        k = attn.norm_k(k)
+    if norm_q is not None:
+        q = norm_q(q)
+    if norm_k is not None:
+        k = norm_k(k)
     return q, k, v
 
 
@@ -221,7 +223,7 @@ class AttentionInjection(DiffusionInjector):
             return
         saved = dict(self.unet.attn_processors)
         layout = LayoutMasks(jobs, self.device, active)
-        if self.models_info.is_mmdit:
+        if self.models_info.is_sd3:
             from .joint_attention import JointEMIProcessor
 
             self.unet.set_attn_processor(JointEMIProcessor(layout, self.alpha))

@@ -53,17 +53,16 @@ def step_sigma(models, timestep: int, resolution: int) -> float:
     return flow_sigma(timestep, config.num_train_timesteps, mu=mu)
 
 
-def flow_prompts(models, unique: list[str], prompts: list[str], device: torch.device) -> tuple[torch.Tensor, dict]:
-    """Text sequence [J, L, D] and pooled vectors by the model's own pipeline: SD3's
+def flow_prompts(models, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Text sequence [P, L, D] and pooled vectors by the model's own pipeline: SD3's
     `encode_prompt` (CLIP-L and CLIP-G side by side, T5 after them, zeros without T5) or
     Flux's (T5's sequence, CLIP's pooled vector)."""
     pipe = models.pipeline()
     if models.is_flux:
-        embeds, pooled, _ = pipe.encode_prompt(unique, None, device=device, max_sequence_length=FLUX_T5_LENGTH)
+        embeds, pooled, _ = pipe.encode_prompt(prompts, None, device=device, max_sequence_length=FLUX_T5_LENGTH)
     else:
-        embeds, _, pooled, _ = pipe.encode_prompt(unique, None, None, device=device, do_classifier_free_guidance=False)
-    where = torch.tensor([unique.index(p) for p in prompts], device=embeds.device)
-    return embeds[where], {"pooled_projections": pooled[where]}
+        embeds, _, pooled, _ = pipe.encode_prompt(prompts, None, None, device=device, do_classifier_free_guidance=False)
+    return embeds, {"pooled_projections": pooled}
 
 
 def velocity(models, x: torch.Tensor, sigma: float, text: torch.Tensor, added: dict, guidance: float,

@@ -151,8 +151,7 @@ class DiffusionInjector(Injector):
             guidance = 3.5 if models.is_flux else 8.0
         self.timestep, self.prompt, self.seed, self.max_batch, self.guidance = timestep, prompt, seed, max_batch, guidance
         if models.is_flow:  # flow matching: sigma instead of alpha_bar, the velocity as output
-            self.sigma = step_sigma(models, timestep, self.resolution)
-            self.alpha_bar, self.prediction_type = 1.0 - self.sigma, "flow"
+            self.sigma, self.prediction_type = step_sigma(models, timestep, self.resolution), "flow"
         else:
             self.alpha_bar = float(models.scheduler.alphas_cumprod[timestep])
             self.prediction_type = models.scheduler.config.prediction_type
@@ -218,7 +217,7 @@ class DiffusionInjector(Injector):
         if models.is_flux:
             return [(models.tokenizer_2, FLUX_T5_LENGTH)]
         clip = [(models.tokenizer, models.tokenizer.model_max_length)]
-        return clip + [(models.tokenizer_3, SD3_T5_LENGTH)] if models.is_mmdit and models.tokenizer_3 is not None else clip
+        return clip + [(models.tokenizer_3, SD3_T5_LENGTH)] if models.is_sd3 and models.tokenizer_3 is not None else clip
 
     def encode_images(self, samples: Sequence[Sample]) -> torch.Tensor:
         r = self.resolution
@@ -236,7 +235,14 @@ class DiffusionInjector(Injector):
         """Text embeddings (and SDXL's pooled embeddings and time ids) of each job's prompt."""
         unique = list(dict.fromkeys(prompts))
         if self.models_info.is_flow:
-            return flow_prompts(self.models_info, unique, prompts, self.device)
+            emb, extra = flow_prompts(self.models_info, unique, self.device)
+        else:
+            emb, extra = self.clip_prompts(unique)
+        where = torch.tensor([unique.index(p) for p in prompts], device=emb.device)
+        return emb[where], {k: v[where] for k, v in extra.items()}
+
+    def clip_prompts(self, unique: list[str]) -> tuple[torch.Tensor, dict]:
+        """SD's and SDXL's text embeddings (SDXL: with pooled embeddings and time ids) of each prompt."""
         tok = self.models_info.tokenizer
         ids = tok(unique, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids.to(self.device)  # fmt: skip
@@ -253,8 +259,7 @@ class DiffusionInjector(Injector):
             extra = {"text_embeds": out2.text_embeds, "time_ids": time_ids}
         else:
             emb = self.text_encoder(ids)[0]
-        where = torch.tensor([unique.index(p) for p in prompts], device=self.device)
-        return emb[where], {k: v[where] for k, v in extra.items()}
+        return emb, extra
 
     def lcm_condition(self, n: int) -> dict:
         """LCM UNets take the guidance scale as an embedding (`timestep_cond`)."""

@@ -61,12 +61,8 @@ class JointEMIProcessor:
         head_dim = query.shape[-1]
         n_text = 0
         if encoder_hidden_states is not None:
-            q2, k2, v2 = (proj(encoder_hidden_states).view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-                          for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))  # fmt: skip
-            if attn.norm_added_q is not None:
-                q2 = attn.norm_added_q(q2)
-            if attn.norm_added_k is not None:
-                k2 = attn.norm_added_k(k2)
+            q2, k2, v2 = split_heads(attn, batch, *(proj(encoder_hidden_states) for proj in (attn.add_q_proj, attn.add_k_proj,
+                                     attn.add_v_proj)), norms=(attn.norm_added_q, attn.norm_added_k))  # fmt: skip
             n_text = q2.shape[2]
             query, key, value = torch.cat([query, q2], dim=2), torch.cat([key, k2], dim=2), torch.cat([value, v2], dim=2)
         bias = None
