@@ -26,8 +26,6 @@ report names the source "CLIP-ES (labels from GT)".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import cv2
 import numpy as np
 import torch
@@ -35,13 +33,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from g4seg.errors import ConfigError
-from g4seg.interfaces import CoarseProducer
 from g4seg.models.clip import CLIP_GET, CLIP_MEAN, CLIP_STD, shared_clip, vit_tokens
 from g4seg.precision import autocast, check_precision
-from g4seg.types import IGNORE_INDEX, ClassProbs, Sample
+from g4seg.types import IGNORE_INDEX, ClassProbs
 
 from .clip_es_names import RELEASES
-from .coarse import CoarseSource
+from .coarse import ImageByImageProducer
 
 TEMPLATE = "a clean origami {}."
 AFFINITY_BLOCKS = 8
@@ -83,7 +80,7 @@ def affinity(attention: torch.Tensor, rounds: int = 2) -> torch.Tensor:
     return t @ t
 
 
-class CLIPES(CoarseProducer, CoarseSource):
+class CLIPES(ImageByImageProducer):
     """Args:
     clip, pretrained, quick_gelu: the CLIP (released: ViT-B-16, OpenAI weights, QuickGELU);
         "tiny" is a random one for tests.
@@ -217,10 +214,6 @@ class CLIPES(CoarseProducer, CoarseSource):
         return scale_cam(refined, size)
 
     # -- producer ----------------------------------------------------------------------------
-    def produce(self, samples: Sequence[Sample]) -> list[ClassProbs]:
-        """One image at a time, as CLIP-ES: each keeps its own size (no padding)."""
-        return [self.make(s.id, s.image.numpy(), s.gt.numpy(), len(s.class_names), s.class_names) for s in samples]
-
     def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None,
              digests=None) -> ClassProbs:  # fmt: skip
         if num_classes != len(self.names) + 1:

@@ -24,7 +24,6 @@ every class of the dataset (open vocabulary), then those predicted somewhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -33,12 +32,11 @@ import torch
 import torch.nn.functional as F
 
 from g4seg.errors import ConfigError
-from g4seg.interfaces import CoarseProducer
 from g4seg.models.clip import CLIP_GET, CLIP_MEAN, CLIP_STD, shared_clip, vit_tokens
 from g4seg.precision import autocast, check_precision
-from g4seg.types import IGNORE_INDEX, ClassProbs, Sample
+from g4seg.types import IGNORE_INDEX, ClassProbs
 
-from .coarse import CoarseSource
+from .coarse import ImageByImageProducer
 
 NAMES = Path(__file__).parent / "names"
 LABEL_SETS = ("image", "all")
@@ -75,7 +73,7 @@ def sliding_windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, i
     return out
 
 
-class CLIPSegmenter(CoarseProducer, CoarseSource):
+class CLIPSegmenter(ImageByImageProducer):
     """Base of MaskCLIP / SCLIP / ClearCLIP; subclasses define `last_block`. A coarse
     producer: the module runs it on its own device (`produce`), not the DataLoader.
 
@@ -198,11 +196,6 @@ class CLIPSegmenter(CoarseProducer, CoarseSource):
             total[:, y1:y2, x1:x2] += F.interpolate(sims, size=(y2 - y1, x2 - x1), mode="bilinear")[0]
             count[:, y1:y2, x1:x2] += 1
         return F.interpolate((total / count)[None], size=(h, w), mode="bilinear")[0]
-
-    def produce(self, samples: Sequence[Sample]) -> list[ClassProbs]:
-        """One image at a time: SCLIP's inference resizes each image and slides its own
-        windows, so images of different sizes do not batch."""
-        return [self.make(s.id, s.image.numpy(), s.gt.numpy(), len(s.class_names), s.class_names) for s in samples]
 
     @torch.no_grad()
     def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None,

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from g4seg.interfaces import CoarseProducer
 from g4seg.seeding import stable_seed
 from g4seg.softening import probs_from_labels
-from g4seg.types import IGNORE_INDEX, ClassProbs
+from g4seg.types import IGNORE_INDEX, ClassProbs, Sample
 
 from .io import DataError, read_label_map, read_probabilities
 
@@ -30,6 +31,15 @@ class CoarseSource(ABC):
     @abstractmethod
     def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int,
              class_names: Sequence[str] | None = None, digests: dict[str, str] | None = None) -> ClassProbs: ...  # fmt: skip
+
+
+class ImageByImageProducer(CoarseProducer, CoarseSource):
+    """A model producer that segments one image at a time, as the released codes do (each
+    image keeps its own size: resizing rules, sliding windows or the model's processor), so
+    the batch is `make` per sample."""
+
+    def produce(self, samples: Sequence[Sample]) -> list[ClassProbs]:
+        return [self.make(s.id, s.image.numpy(), s.gt.numpy(), len(s.class_names), s.class_names) for s in samples]
 
 
 class CoarseFromFiles(CoarseSource):

@@ -16,11 +16,10 @@ import numpy as np
 import torch
 
 from g4seg.errors import ConfigError
-from g4seg.interfaces import CoarseProducer
 from g4seg.models.hf_segmentation import HF_SEG_GET, load_segmenter, semantic_probs
-from g4seg.types import ClassProbs, Sample
+from g4seg.types import ClassProbs
 
-from .coarse import CoarseSource
+from .coarse import ImageByImageProducer
 
 TINY_LABELS = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]  # fmt: skip
@@ -30,7 +29,7 @@ def names_of(label: str) -> set[str]:
     return {n.strip().lower() for n in re.split(r"[;,]", label) if n.strip()}
 
 
-class HFSegmenter(CoarseProducer, CoarseSource):
+class HFSegmenter(ImageByImageProducer):
     """Args:
     model: a local folder (`save_pretrained`) or cached hub id of a transformers semantic
         segmentation model with its image processor; "tiny-segformer" / "tiny-mask2former"
@@ -72,10 +71,6 @@ class HFSegmenter(CoarseProducer, CoarseSource):
                     ids.append(next((index[n] for n in names_of(label) if n in index), 0))
             self._targets[key] = (torch.tensor(ids), sum(1 for i in ids if i != 0))
         return self._targets[key]
-
-    def produce(self, samples: Sequence[Sample]) -> list[ClassProbs]:
-        """One image at a time: each keeps its own size through the model's processor."""
-        return [self.make(s.id, s.image.numpy(), s.gt.numpy(), len(s.class_names), s.class_names) for s in samples]
 
     def make(self, sample_id: str, image: np.ndarray, gt: np.ndarray, num_classes: int, class_names=None,
              digests=None) -> ClassProbs:  # fmt: skip
