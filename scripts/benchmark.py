@@ -15,6 +15,7 @@ the two sides of each comparison run interleaved, so machine drift cancels out o
 from __future__ import annotations
 
 import argparse
+import tempfile
 import os
 import statistics
 import sys
@@ -179,6 +180,24 @@ def cascadepsp_table(samples: list[Sample], args) -> None:
         print(f"{'global only' if fast else 'global + local':<26} {L:>5} {seconds / len(samples):>9.4f}")
 
 
+def segrefiner_table(samples: list[Sample], args) -> None:
+    """Tiny network at 64 and 256 px, and the released network's shapes (random weights: the
+    cost does not depend on them) at its model size 256 with its 6 timesteps."""
+    from strategies.refiners import SegRefiner
+
+    print(f"\n{'SegRefiner (random)':<26} {'size':>5} {'s/image':>9} {'s/class':>9}")
+    classes = sum(len(s.coarse.foreground()) for s in samples)
+    with tempfile.TemporaryDirectory() as tmp:
+        from g4seg.models.segrefiner import DenoiseUNet
+
+        path = Path(tmp) / "segrefiner_released_shapes.pth"  # through the real loader, as a release file
+        torch.save({"state_dict": {"denoise_model." + k: v for k, v in DenoiseUNet().state_dict().items()}}, path)
+        for name, size, weights in (("tiny", 64, "tiny"), ("tiny", 256, "tiny"), ("released shapes", 256, str(path))):
+            refiner = SegRefiner(weights=weights, model_size=size).to(args.device)
+            [seconds] = timed([lambda: [refiner.refine(s, s.coarse, None) for s in samples]], args.device, 1)
+            print(f"{name:<26} {size:>5} {seconds / len(samples):>9.3f} {seconds / classes:>9.3f}")
+
+
 def metrics_table(args) -> None:
     """Cost of all metrics for one 512x512 image with 21 classes (worst case: every class
     present, GT side included) against DenseCRF on it; the bootstrap of a VOC-val-sized run."""
@@ -297,8 +316,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per batch for s/image")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
-    parser.add_argument("--only", nargs="+", default=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report", "sam"],
-                        choices=["injectors", "inversion", "cascadepsp", "producers", "metrics", "report", "sam", "ddp"])
+    parser.add_argument("--only", nargs="+", default=["injectors", "inversion", "cascadepsp", "segrefiner", "producers", "metrics", "report", "sam"],
+                        choices=["injectors", "inversion", "cascadepsp", "segrefiner", "producers", "metrics", "report", "sam", "ddp"])
     parser.add_argument("--ddp-images", type=int, default=200, help="images for --only ddp (bundled ones, repeated)")
     parser.add_argument("--ddp-launch", nargs="+", choices=["lightning", "torchrun"], default=["lightning", "torchrun"])
     parser.add_argument("--sam-model", default="tiny", help="SAM for --only sam: tiny, or a checkpoint folder")  # fmt: skip
@@ -323,6 +342,8 @@ def main() -> None:
         inversion_table(samples, args, dtype)
     if "cascadepsp" in args.only:
         cascadepsp_table(samples, args)
+    if "segrefiner" in args.only:
+        segrefiner_table(samples, args)
     if "producers" in args.only:
         producers_table(samples, args)
     if "metrics" in args.only:

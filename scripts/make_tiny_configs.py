@@ -18,7 +18,7 @@ PAPER = ROOT / "configs" / "paper"
 TINY = PAPER / "tiny"
 DROP = {"pretrained", "quick_gelu", "resolution", "image_size", "split", "image_dir", "gt_dir", "num_workers", "ignore_zero"}
 CLIP_SEGMENTERS = ("datamodules.SCLIP", "datamodules.MaskCLIP", "datamodules.ClearCLIP", "datamodules.CLIPES")
-TINY_VALUES = {"model": "tiny", "controlnet": "tiny", "clip": "tiny", "weights": "tiny", "L": 256}
+TINY_VALUES = {"model": "tiny", "controlnet": "tiny", "clip": "tiny", "weights": "tiny", "L": 256, "model_size": 64}
 
 
 def tiny_model(path: str) -> str:

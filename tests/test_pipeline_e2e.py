@@ -18,8 +18,8 @@ def test_every_injector_end_to_end_and_same_images_under_ddp(tmp_path):
     assert "random (untrained) weights" in proc.stdout
     metrics = read_metrics(one)
     assert set(metrics["strategies"]) == {"identity", "densecrf", "cascadepsp", "g4seg_emi", "g4seg_emi+crf",
-                                          "g4seg_controlnet", "sam", "g4seg_emi+sam"}  # fmt: skip
-    assert metrics["random_weights"] == ["cascadepsp", "g4seg_controlnet", "g4seg_emi", "g4seg_emi+crf", "g4seg_emi+sam", "sam"]
+                                          "g4seg_controlnet", "segrefiner", "sam", "g4seg_emi+sam"}  # fmt: skip
+    assert metrics["random_weights"] == ["cascadepsp", "g4seg_controlnet", "g4seg_emi", "g4seg_emi+crf", "g4seg_emi+sam", "sam", "segrefiner"]
     gen_one = {p.relative_to(one): p.read_bytes() for p in (one / "generated").rglob("*.png")}
     assert {p.parts[1] for p in gen_one} == {"emi", "controlnet"}
     assert len(gen_one) == 2 * 4  # 2 samples with 2 + 2 classes, two injectors
@@ -38,7 +38,7 @@ def test_every_injector_end_to_end_and_same_images_under_ddp(tmp_path):
     assert worst <= 1 and changed < 0.05
     two_metrics = read_metrics(two)
     assert two_metrics["num_samples"] == 2 and two_metrics["strategies"].keys() == metrics["strategies"].keys()
-    for exact in ("identity", "densecrf", "cascadepsp", "sam"):  # no generated images involved
+    for exact in ("identity", "densecrf", "cascadepsp", "segrefiner", "sam"):  # no generated images involved
         assert two_metrics["strategies"][exact] == metrics["strategies"][exact]
 
 

@@ -129,6 +129,15 @@ def tiny_cascadepsp(seed: int = 0) -> nn.Module:
         return RefinementNetwork(base=8, layers=(1, 1, 1, 1))
 
 
+def tiny_segrefiner(seed: int = 0) -> nn.Module:
+    """SegRefiner's U-Net at 32 channels, 4 levels, attention at the deepest (~0.9 M parameters)."""
+    from .segrefiner import TINY_CONFIG, DenoiseUNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DenoiseUNet(TINY_CONFIG)
+
+
 def tiny_segmenter(kind: str, labels: list[str], seed: int = 0):
     """A random SegFormer (~30 k parameters) or Mask2Former with a small Swin (~1.2 M), with
     `labels` as its classes, and its image processor at 128 px; built offline from configs."""

@@ -5,5 +5,6 @@ from .correspondence import Correspondence
 from .densecrf import DenseCRF
 from .identity import Identity
 from .sam import SAMRefiner
+from .segrefiner import SegRefiner
 
-__all__ = ["CascadePSP", "Correspondence", "DenseCRF", "Identity", "SAMRefiner"]
+__all__ = ["CascadePSP", "Correspondence", "DenseCRF", "Identity", "SAMRefiner", "SegRefiner"]
