@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_metrics, run_cli
+from conftest import ROOT, cli, finished_run, read_metrics, run_cli
 
 DEMO_ARGS = ["predict", "--config", "configs/densecrf.yaml"]
 SEVEN = [*DEMO_ARGS, "--data.init_args.limit", "7", "--data.init_args.batch_size", "1"]
@@ -20,9 +20,7 @@ SEVEN = [*DEMO_ARGS, "--data.init_args.limit", "7", "--data.init_args.batch_size
 
 @pytest.fixture(scope="module")
 def one_process_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("one")
-    run_cli(*SEVEN, "--output_dir", str(out))
-    return out
+    return finished_run(tmp_path_factory.mktemp("one"), *SEVEN)
 
 
 def test_cli_demo_end_to_end(tmp_path):
@@ -54,10 +52,10 @@ def test_cli_demo_end_to_end(tmp_path):
 
     # `g4seg report` rebuilds the same numbers from the records alone
     (out / "metrics.json").unlink()
-    run_cli("report", str(out), "--in-place")
+    assert cli("report", str(out), "--in-place")[0] == 0
     assert read_metrics(out) == metrics
     # ... and other strata edges on demand, in a new folder
-    run_cli("report", str(out), "--edges", "0", "50", "100")
+    assert cli("report", str(out), "--edges", "0", "50", "100")[0] == 0
     assert len(read_metrics(out / "reports" / "1")["strategies"]["densecrf"]["strata"]) == 2
     assert read_metrics(out) == metrics
 
@@ -92,18 +90,17 @@ def test_kill_and_resume(tmp_path, one_process_run):
     for record in records.glob("*.json"):  # atomic writes: whatever exists is whole
         json.loads(record.read_text())
 
-    rerun = run_cli(*SEVEN, "--output_dir", str(out))
-    assert f"{done} samples already done" in rerun.stdout + rerun.stderr
+    code, stdout, stderr = cli(*SEVEN, "--output_dir", str(out))
+    assert code == 0 and f"{done} samples already done" in stdout + stderr
     assert len(list(records.glob("*.json"))) == 7
     assert read_metrics(out) == read_metrics(one_process_run)
 
 
 def test_resume_refuses_other_strategies(tmp_path, one_process_run):
-    proc = run_cli(
+    code, _, stderr = cli(
         *SEVEN, "--output_dir", str(one_process_run), "--model.strategies",
         json.dumps([{"name": "other", "refiners": [{"class_path": "strategies.refiners.Identity"}]}]),
-        check=False,
-    )
-    assert proc.returncode == 2
-    assert "holds a run with another configuration (differs in: " in proc.stderr
-    assert "Traceback" not in proc.stderr
+    )  # fmt: skip
+    assert code == 2
+    assert "holds a run with another configuration (differs in: " in stderr
+    assert "Traceback" not in stderr

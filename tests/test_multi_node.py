@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import DEMO, ROOT, read_metrics, run_cli
+from conftest import DEMO, ROOT, finished_run, read_metrics
 
 RUN = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "6", "--scoring.bootstrap", "500",
        "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "1", "--trainer.num_nodes", "2"]  # fmt: skip
@@ -57,9 +57,7 @@ def run_nodes(args: list[str], env_of) -> list[subprocess.CompletedProcess]:
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
-    out = tmp_path_factory.mktemp("one")
-    run_cli(*ONE, "--output_dir", str(out))
-    return out
+    return finished_run(tmp_path_factory.mktemp("one"), *ONE)
 
 
 @pytest.mark.parametrize("env_of", [lightning_env, slurm_env], ids=["lightning-env", "slurm-env"])

@@ -7,15 +7,15 @@ import io
 import numpy as np
 from PIL import Image
 
-from conftest import read_metrics, run_cli
+from conftest import cli, read_metrics, run_cli
 
 ARGS = ["predict", "--config", "configs/demo.yaml", "--data.init_args.limit", "2", "--save_generated", "true"]
 
 
 def test_every_injector_end_to_end_and_same_images_under_ddp(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    proc = run_cli(*ARGS, "--output_dir", str(one))
-    assert "random (untrained) weights" in proc.stdout
+    code, stdout, stderr = cli(*ARGS, "--output_dir", str(one))
+    assert code == 0 and "random (untrained) weights" in stdout, stderr[-3000:]
     metrics = read_metrics(one)
     assert set(metrics["strategies"]) == {"identity", "densecrf", "cascadepsp", "g4seg_emi", "g4seg_emi+crf",
                                           "g4seg_controlnet", "segrefiner", "sam", "g4seg_emi+sam"}  # fmt: skip
@@ -61,17 +61,18 @@ def test_label_png_coarse_masks_are_softened_and_g4seg_changes_labels(tmp_path, 
         sample = dm.dataset[i]
         Image.fromarray(sample.coarse.labels().numpy().astype(np.uint8)).save(pngs / f"{sample.id}.png")
     out = tmp_path / "run"
-    proc = run_cli(
+    code, stdout, stderr = cli(
         "predict", "--config", "configs/demo.yaml", "--data.init_args.root", str(real_voc), "--data.init_args.limit", "4",
         "--data.init_args.coarse", "datamodules.CoarseFromFiles", "--data.init_args.coarse.folder", str(pngs),
         "--data.init_args.coarse.soften_sigma", "0",  # jsonargparse would carry the demo's 3.0 over
         "--output_dir", str(out),
     )  # fmt: skip
+    assert code == 0, stderr[-3000:]
     metrics = read_metrics(out)
     note = "input softened (signed-distance sigmoid, temperature 8 px)"
     for name in ("g4seg_emi", "g4seg_emi+crf", "g4seg_controlnet"):
         assert metrics["notes"][name] == {note: 4}
-        assert f"NOTE: {name}: {note} on 4/4 samples." in proc.stdout
+        assert f"NOTE: {name}: {note} on 4/4 samples." in stdout
     assert "identity" not in metrics.get("notes", {})
     changed = {}
     for name in ("g4seg_emi", "g4seg_controlnet", "identity"):

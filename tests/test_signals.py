@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL, ROOT, read_metrics, run_cli
+from conftest import REAL, ROOT, cli, finished_run, read_metrics, run_cli
 
 N = 10  # real VOC images: enough batches after the second record for a signal to land mid-run
 RUN = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.root", str(REAL), "--data.init_args.limit", str(N),
@@ -24,9 +24,7 @@ DDP = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.acceler
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("whole")
-    run_cli(*RUN, "--output_dir", str(out))
-    return out
+    return finished_run(tmp_path_factory.mktemp("whole"), *RUN)
 
 
 def children(pid: int) -> list[int]:
@@ -94,8 +92,8 @@ def check_stopped_then_resumed(out: Path, code: int, err: str, seconds: float, s
         json.loads(record.read_text())  # whole
     if uninterrupted is None:  # the resume is checked where the signal reached process 1 only, and on one process
         return
-    rerun = run_cli(*RUN, "--output_dir", str(out))  # one process resumes what two began
-    assert f"{done} samples already done" in rerun.stdout + rerun.stderr
+    code, stdout, stderr = cli(*RUN, "--output_dir", str(out))  # one process resumes what two began
+    assert code == 0 and f"{done} samples already done" in stdout + stderr
     assert read_metrics(out) == read_metrics(uninterrupted)
 
 
