@@ -15,7 +15,7 @@ from g4seg.errors import ConfigError, ModelNotFoundError
 from strategies.injectors import AttentionInjection, ControlNetInjection, NoInjection
 from strategies.injectors.ade20k import ADE20K, ade20k_palette
 from strategies.injectors.attention import EMIProcessor, LayoutMasks
-from strategies.injectors.controlnet import condition_image
+from strategies.injectors.controlnet import class_colours, condition_image
 from strategies.injectors.generation import noise_for
 
 
@@ -170,7 +170,7 @@ def test_controlnet_condition_colours_and_effect(samples):
     sample = samples[0]  # aeroplane (1) and person (15)
     inj = ControlNetInjection()
     jobs = inj.make_jobs([sample])
-    cond = condition_image(jobs.masks, inj.colours(jobs))
+    cond = condition_image(jobs.masks, class_colours(jobs.names))
     palette = ade20k_palette()
     for j, name in enumerate(jobs.names):
         ade = {"aeroplane": "airplane", "person": "person"}[name]

@@ -18,7 +18,13 @@ from g4seg.models.segrefiner import TINY_CONFIG, DenoiseUNet, UNetConfig
 from g4seg.types import ClassProbs
 from strategies.refiners import SegRefiner
 from strategies.refiners.segrefiner.diffusion import Schedule, p_sample, p_sample_loop
-from strategies.refiners.segrefiner.semantic import TestConfig, Window, mixed, paste, window_boxes
+from strategies.refiners.segrefiner.semantic import (
+    TestConfig,
+    Window,
+    mixed,
+    paste,
+    window_boxes,
+)
 
 TINY_NET = dict(model_channels=32, channel_mult=[1, 1, 1, 2], num_res_blocks=1, attention_strides=[8], num_heads=2)
 

@@ -112,9 +112,15 @@ def load_diffusion(source: str, controlnet: str | None = None, config_key: str =
 
 def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> DiffusionModels:
     if source in TINY:
-        if controlnet not in (None, "tiny"):
-            raise ValueError(f"tiny models take controlnet 'tiny' or none, got {controlnet!r}")
         from .tiny import tiny_diffusion, tiny_flux, tiny_sd3
+
+        if controlnet not in (None, "tiny") and source in ("tiny", "tiny-v"):  # a ControlNet fine-tuned on the tiny UNet
+            hub.require_all([(controlnet, "folder", "the ControlNet", hub.hub_command(CONTROLNET_REPO), "controlnet")])
+            models = tiny_diffusion(v_prediction=source == "tiny-v")
+            models.controlnet = _load_controlnet(controlnet, f"{config_key} controlnet")
+            return models
+        if controlnet not in (None, "tiny"):
+            raise ConfigError(f"{source} takes controlnet 'tiny', none, or a ControlNet folder made for 'tiny', got {controlnet!r}")
 
         if source in ("tiny-sd3", "tiny-flux"):
             if controlnet is not None:
@@ -139,7 +145,7 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
             raise hub.missing(source, f"cannot load {kind}: {str(e).splitlines()[0]}", Path(repo).name,
                               hub.hub_command(repo), config_key) from None  # fmt: skip
         return transformer_models(pipe.components, source)
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     def load(cls, subfolder=None, where=source, repo=SD_REPO, key=config_key):
@@ -165,8 +171,18 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
         models.tokenizer_2 = load(CLIPTokenizer, "tokenizer_2")
     models.default_resolution = int(unet.config.sample_size) * models.vae_scale
     if controlnet is not None:
-        models.controlnet = load(ControlNetModel, None, controlnet, CONTROLNET_REPO, f"{config_key} controlnet")
+        models.controlnet = _load_controlnet(controlnet, f"{config_key} controlnet")
     return models
+
+
+def _load_controlnet(source: str, key: str):
+    from diffusers import ControlNetModel
+
+    try:
+        return ControlNetModel.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise hub.missing(source, f"cannot load ControlNetModel: {str(e).splitlines()[0]}", Path(CONTROLNET_REPO).name,
+                          hub.hub_command(CONTROLNET_REPO), key) from None  # fmt: skip
 
 
 def _index_class(source: str) -> str | None:

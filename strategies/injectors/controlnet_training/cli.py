@@ -1,0 +1,63 @@
+"""The fine-tuning command (`scripts/finetune_controlnet.py` is its entry point): LightningCLI
+over the module and the data, CSV (+ TensorBoard) logs and checkpoints in the output folder,
+the validation loss before the first step, the ControlNet folder written at the end."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from .examples import ControlNetTrainingData
+from .module import ControlNetFineTuning
+
+
+class FinetuneCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--output_dir", type=str, default="outputs/finetune/controlnet",
+                            help="the ControlNet folder, logs and checkpoints go here")  # fmt: skip
+        parser.add_argument("--ckpt_path", type=str | None, default=None, help="resume: a checkpoint, or 'last'")
+        parser.add_argument("--checkpoint_every", type=int, default=500, help="steps between checkpoints")
+
+    def instantiate_trainer(self, **kwargs):
+        out = Path(self.config["output_dir"])
+        trainer = self.config.get("trainer", {})
+        kwargs["default_root_dir"] = str(out)
+        if trainer.get("logger") in (None, True):  # CSV always; TensorBoard as well where it is installed
+            loggers = [CSVLogger(out, name="logs", version="")]
+            if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+                loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+            kwargs["logger"] = loggers
+        every = int(self.config["checkpoint_every"])
+        kwargs["callbacks"] = [ModelCheckpoint(dirpath=out / "checkpoints", filename="{step}", save_last=True,
+                                               every_n_train_steps=every, save_top_k=-1)]  # fmt: skip
+        return super().instantiate_trainer(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cli = FinetuneCLI(ControlNetFineTuning, ControlNetTrainingData, run=False, args=argv,
+                      save_config_kwargs={"overwrite": True}, seed_everything_default=0)  # fmt: skip
+    trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    out, ckpt = Path(cli.config["output_dir"]), cli.config["ckpt_path"]
+    data.setup("fit")
+    before = None
+    if data.val is not None and ckpt is None:  # the validation loss before any step, for the curve
+        before = float(trainer.validate(model, datamodule=data, verbose=False)[0]["val_loss"])
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    result = {"val_loss_before": before, "val_loss_after": metrics.get("val_loss"), "train_loss_last": metrics.get("train_loss"),
+              "steps": int(trainer.global_step)}  # fmt: skip
+    if trainer.interrupted:
+        if trainer.is_global_zero:
+            print(f"stopped at step {trainer.global_step}; resume with --ckpt_path last (checkpoints in {out / 'checkpoints'})")
+        return result
+    if trainer.is_global_zero:
+        info = {"data": data.describe(), "losses": result, "global_batch": data.batch_size * trainer.world_size
+                * trainer.accumulate_grad_batches, "precision": str(trainer.precision), "processes": trainer.world_size}  # fmt: skip
+        folder = model.save_controlnet(out / "controlnet", info)
+        print(f"val loss {before} -> {result['val_loss_after']} after {result['steps']} steps; ControlNet: {folder} "
+              f"(use it as ControlNetInjection controlnet: {folder}); loss curve: {out / 'logs' / 'metrics.csv'}")  # fmt: skip
+    return result

@@ -1,0 +1,151 @@
+"""ControlNet fine-tuning (scripts/finetune_controlnet.py) on tiny random models and the bundled
+images: the loss falls, the folder it writes drives the injector through its real loader and
+a Table VIII run, DDP on 2 processes gives the weights of 1 process, and user mistakes end
+in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import DEMO, ROOT, cli, read_metrics
+from safetensors.torch import load_file
+
+from datamodules import VOCFolderDataModule
+from g4seg.errors import ConfigError, DataError
+from strategies.injectors.controlnet_training.cli import main as finetune
+
+TINY = ["--config", str(ROOT / "configs" / "finetune" / "tiny.yaml")]
+
+
+def curve(out: Path) -> tuple[list[float], list[tuple[int, float]]]:
+    rows = list(csv.DictReader((out / "logs" / "metrics.csv").open()))
+    train = [float(r["train_loss"]) for r in rows if r["train_loss"]]
+    val = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"]]
+    return train, val
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory) -> Path:
+    """30 steps on 4 bundled images (2 more held out), as the tiny config says."""
+    out = tmp_path_factory.mktemp("ft")
+    result = finetune([*TINY, "--output_dir", str(out), "--data.limit", "6", "--trainer.enable_progress_bar", "false"])
+    assert result["steps"] == 30
+    return out
+
+
+def test_the_loss_falls_and_the_folder_says_what_trained_it(finetuned):
+    train, val = curve(finetuned)
+    print(f"validation loss (2 held-out images, fixed noise) by step: {val}; "
+          f"train loss, mean of steps 1-10 {np.mean(train[:10]):.4f} -> 21-30 {np.mean(train[-10:]):.4f}")
+    assert len(train) == 30 and [s for s, _ in val][0] == 0 and len(val) == 4
+    assert val[-1][1] < val[0][1] and np.mean(train[-10:]) < np.mean(train[:10])
+    info = json.loads((finetuned / "controlnet" / "g4seg_finetune.json").read_text())
+    assert info["steps"] == 30 and info["initial_controlnet"] == "from the UNet" and info["global_batch"] == 4
+    assert len(info["data"]["train_ids"]) == 4 and len(info["data"]["val_ids"]) == 2
+    assert not set(info["data"]["train_ids"]) & set(info["data"]["val_ids"])
+    assert {p.name for p in (finetuned / "checkpoints").iterdir()} >= {"last.ckpt", "step=30.ckpt"}
+    state = torch.load(finetuned / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all(k.startswith("controlnet.") for k in state)  # frozen models are not copied into checkpoints
+
+
+def test_examples_are_painted_and_prompted_as_the_injector_makes_its_jobs():
+    """With a coarse mask equal to the ground truth, the injector's jobs are the training examples."""
+    import cv2
+
+    from g4seg.types import ClassProbs
+    from strategies.injectors import ControlNetInjection
+    from strategies.injectors.controlnet import class_colours, condition_image
+    from strategies.injectors.controlnet_training import ControlNetTrainingData
+
+    data = ControlNetTrainingData(str(DEMO), limit=1, val_count=0, resolution=128, num_workers=0)
+    data.setup()
+    examples = {e["prompt"]: e for e in (data.train[i] for i in range(len(data.train.examples)))}
+    dm = VOCFolderDataModule(str(DEMO), limit=1)
+    dm.setup()
+    sample = dm.dataset[0]
+    classes = [0, *sorted(int(c) for c in np.unique(sample.gt.numpy()) if c not in (0, 255))]
+    probs = torch.stack([(sample.gt == c).float() for c in classes])
+    sample.coarse = ClassProbs(torch.tensor(classes), probs)
+    jobs = ControlNetInjection(resolution=128).make_jobs([sample])
+    assert len(classes) > 2 and sorted(examples) == sorted(jobs.prompts)
+    for j, prompt in enumerate(jobs.prompts):
+        expected = condition_image(jobs.masks[j:j + 1], class_colours([jobs.names[j]]))[0]
+        assert torch.equal(examples[prompt]["conditioning"], expected)
+    resized = cv2.resize(sample.image.numpy(), (128, 128), interpolation=cv2.INTER_AREA)  # as encode_images
+    want = torch.from_numpy(resized).permute(2, 0, 1).float() / 127.5 - 1.0
+    assert all(torch.equal(e["pixel_values"], want) for e in examples.values())
+
+
+def test_the_folder_drives_the_injector_and_a_table_viii_run(finetuned, tmp_path):
+    from diffusers import ControlNetModel
+
+    from g4seg.models.diffusion import load_diffusion
+    from strategies.injectors import ControlNetInjection
+
+    dm = VOCFolderDataModule(str(DEMO), limit=1)
+    dm.setup()
+    sample = dm.dataset[0]
+    start = tmp_path / "start"  # where the fine-tuning began: the tiny UNet's zero-initialised ControlNet
+    ControlNetModel.from_unet(load_diffusion("tiny").unet).save_pretrained(start)
+    before = ControlNetInjection(controlnet=str(start)).generate([sample])[0].images
+    after = ControlNetInjection(controlnet=str(finetuned / "controlnet")).generate([sample])[0].images
+    change = (after.float() - before.float()).abs().mean().item()
+    print(f"generated images, fine-tuned vs initial ControlNet: mean |difference| {change:.2f} grey levels")
+    assert change > 0.5
+
+    tiny = yaml.safe_load((ROOT / "configs" / "paper" / "tiny" / "table8_injection.yaml").read_text())
+    tiny["model"]["injectors"]["controlnet_finetuned"]["init_args"]["controlnet"] = str(finetuned / "controlnet")
+    config = tmp_path / "table8.yaml"
+    config.write_text(yaml.safe_dump(tiny))
+    code, _, err = cli("predict", "--config", str(config), "--data.init_args.limit", "2", "--output_dir", str(tmp_path / "run"))
+    assert code == 0, err[-3000:]
+    assert "controlnet_finetuned" in read_metrics(tmp_path / "run")["strategies"]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    recorded = json.dumps(run)
+    assert str(finetuned / "controlnet") in recorded and '"controlnet_finetune"' in recorded and '"steps": 30' in recorded
+
+
+def test_two_processes_give_the_weights_of_one(tmp_path):
+    """Same global batch (4 = 1 x 4 = 2 x 2), 3 steps, lr 1e-3: the ControlNets agree to float
+    rounding (the gradient is averaged across processes instead of within one batch)."""
+    args = [*TINY, "--data.limit", "4", "--data.val_count", "0", "--trainer.max_steps", "3", "--model.learning_rate",
+            "1e-3", "--checkpoint_every", "1000", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    finetune([*args, "--output_dir", str(tmp_path / "one")])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "scripts/finetune_controlnet.py", *args, "--output_dir", str(tmp_path / "two"),
+                           "--data.batch_size", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = load_file(tmp_path / "one" / "controlnet" / "diffusion_pytorch_model.safetensors")
+    two = load_file(tmp_path / "two" / "controlnet" / "diffusion_pytorch_model.safetensors")
+    # the ControlNet's output convolutions start at zero (from_unet): how far training moved them
+    moved = max(v.abs().max().item() for k, v in one.items() if k.startswith(("controlnet_down_blocks", "controlnet_mid_block")))
+    worst = max((one[k] - two[k]).abs().max().item() for k in one)
+    info = json.loads((tmp_path / "two" / "controlnet" / "g4seg_finetune.json").read_text())
+    print(f"ControlNet weights after 3 steps: moved by up to {moved:.2e}; 1 vs 2 processes: max |difference| {worst:.2e}")
+    assert info["processes"] == 2 and info["global_batch"] == 4
+    assert moved > 1e-3 and worst < 1e-4  # measured 9e-6; one Adam step moves a weight by up to lr = 1e-3
+
+
+def test_mistakes_end_in_one_line(tmp_path):
+    from diffusers import ControlNetModel
+
+    other = tmp_path / "other"
+    ControlNetModel(block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), layers_per_block=1, cross_attention_dim=32, norm_num_groups=8,
+                    attention_head_dim=8, conditioning_embedding_out_channels=(8, 16)).save_pretrained(other)  # fmt: skip
+    cases = [(["--data.root", "/nope"], DataError, r"^/nope/SegmentationClass: ground-truth folder is missing"),
+             (["--data.classes", "vocx"], ConfigError, r"^unknown class preset 'vocx'"),
+             (["--model.controlnet", str(other)], ConfigError, r"other: a ControlNet of another architecture \(block_out_channels")]  # fmt: skip
+    for i, (extra, kind, message) in enumerate(cases):
+        with pytest.raises(kind, match=message) as caught:
+            finetune([*TINY, *extra, "--output_dir", str(tmp_path / str(i))])
+        assert "\n" not in str(caught.value)
