@@ -70,6 +70,20 @@ def error_line(code: int, err: str) -> str:
     return lines[0]
 
 
+def demo_with(tmp_path: Path, *names: str) -> str:
+    """configs/demo.yaml with only the named strategies (and their injectors), for tests about
+    one behaviour that need not pay for every refiner of the demo."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    config["model"]["strategies"] = [s for s in config["model"]["strategies"] if s["name"] in names]
+    used = {s.get("injector") for s in config["model"]["strategies"]}
+    config["model"]["injectors"] = {k: v for k, v in config["model"]["injectors"].items() if k in used}
+    path = tmp_path / "demo_subset.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
 def finished_run(out, *args: str):
     """`g4seg ARGS --output_dir OUT`, in-process, asserting success; returns OUT."""
     code, _, err = cli(*args, "--output_dir", str(out))

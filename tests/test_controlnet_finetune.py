@@ -114,12 +114,16 @@ def test_the_folder_drives_the_injector_and_a_table_viii_run(finetuned, tmp_path
     assert str(finetuned / "controlnet") in recorded and '"controlnet_finetune"' in recorded and '"steps": 30' in recorded
 
 
-def test_two_processes_give_the_weights_of_one(tmp_path):
+def test_two_processes_and_a_resume_give_the_weights_of_one_run(tmp_path):
     """Same global batch (4 = 1 x 4 = 2 x 2), 3 steps, lr 1e-3: the ControlNets agree to float
-    rounding (the gradient is averaged across processes instead of within one batch)."""
+    rounding (the gradient is averaged across processes instead of within one batch). A run
+    stopped after 2 steps and resumed from its checkpoint ends with the same weights, exactly."""
     args = [*TINY, "--data.limit", "4", "--data.val_count", "0", "--trainer.max_steps", "3", "--model.learning_rate",
             "1e-3", "--checkpoint_every", "1000", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     finetune([*args, "--output_dir", str(tmp_path / "one")])
+    # stopped after 2 steps and resumed from its checkpoint: the weights of the 3 steps in one go
+    finetune([*args, "--output_dir", str(tmp_path / "resumed"), "--trainer.max_steps", "2", "--checkpoint_every", "2"])
+    finetune([*args, "--output_dir", str(tmp_path / "resumed"), "--ckpt_path", "last"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "scripts/finetune_controlnet.py", *args, "--output_dir", str(tmp_path / "two"),
                            "--data.batch_size", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
@@ -131,7 +135,12 @@ def test_two_processes_give_the_weights_of_one(tmp_path):
     moved = max(v.abs().max().item() for k, v in one.items() if k.startswith(("controlnet_down_blocks", "controlnet_mid_block")))
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
     info = json.loads((tmp_path / "two" / "controlnet" / "g4seg_finetune.json").read_text())
-    print(f"ControlNet weights after 3 steps: moved by up to {moved:.2e}; 1 vs 2 processes: max |difference| {worst:.2e}")
+    resumed = load_file(tmp_path / "resumed" / "controlnet" / "diffusion_pytorch_model.safetensors")
+    after_resume = max((one[k] - resumed[k]).abs().max().item() for k in one)
+    print(f"ControlNet weights after 3 steps: moved by up to {moved:.2e}; 1 vs 2 processes: max |difference| {worst:.2e}; "
+          f"2 steps + resume vs 3: {after_resume:.2e}")
+    assert (tmp_path / "resumed" / "logs" / "metrics.csv").is_file() and (tmp_path / "resumed" / "logs" / "resumed-1" / "metrics.csv").is_file()
+    assert after_resume == 0.0
     assert info["processes"] == 2 and info["global_batch"] == 4
     assert moved > 1e-3 and worst < 1e-4  # measured 9e-6; one Adam step moves a weight by up to lr = 1e-3
 

@@ -76,15 +76,17 @@ def test_missing_diffusion_model_is_one_error_with_a_download_hint(tmp_path):
 
 
 def test_every_missing_model_and_dataset_of_a_paper_config_is_listed_at_once(tmp_path):
-    """A fresh machine: Table XI names a dataset, a segmenter's output and four models, each
+    """A fresh machine: Table XI names a dataset, a segmenter's output and five models, each
     path listed once with the keys that name it and how to get it, before any model loads."""
     code, _, err = cli("predict", "--config", "configs/paper/table11_refiners.yaml", "--output_dir", str(tmp_path / "o"))
-    assert the_line(code, err) == ("g4seg: error: 6 files or folders this config names do not exist (nothing was run); "
+    assert the_line(code, err) == ("g4seg: error: 7 files or folders this config names do not exist (nothing was run); "
                                    "get them on a machine with internet access and copy them there:")  # fmt: skip
     listed = [line.split("  (")[0].strip() for line in err.splitlines() if line.startswith("  /")]
     assert listed == ["/models/cascadepsp/model", "/models/open_clip/ViT-B-16-openai.bin", "/models/sam-vit-huge",
-                      "/models/stable-diffusion-2-1-base", "/data/coco_object", "/data/sclip/coco_object_val_probs"]  # fmt: skip
-    assert err.count("get it: ") == 6 and "hkchengrex/CascadePSP" in err and "hf download facebook/sam-vit" in err
+                      "/models/segrefiner/segrefiner_hr_latest.pth", "/models/stable-diffusion-2-1-base",
+                      "/data/coco_object", "/data/sclip/coco_object_val_probs"]  # fmt: skip
+    assert err.count("get it: ") == 7 and "hkchengrex/CascadePSP" in err and "hf download facebook/sam-vit" in err
+    assert "MengyuWang826/SegRefiner" in err
     assert not (tmp_path / "o").exists()
 
 

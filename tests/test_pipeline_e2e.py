@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from conftest import cli, read_metrics, run_cli
+from conftest import cli, demo_with, read_metrics, run_cli
 
 ARGS = ["predict", "--config", "configs/demo.yaml", "--data.init_args.limit", "2", "--save_generated", "true"]
 
@@ -61,8 +61,9 @@ def test_label_png_coarse_masks_are_softened_and_g4seg_changes_labels(tmp_path, 
         sample = dm.dataset[i]
         Image.fromarray(sample.coarse.labels().numpy().astype(np.uint8)).save(pngs / f"{sample.id}.png")
     out = tmp_path / "run"
+    config = demo_with(tmp_path, "identity", "g4seg_emi", "g4seg_emi+crf", "g4seg_controlnet")
     code, stdout, stderr = cli(
-        "predict", "--config", "configs/demo.yaml", "--data.init_args.root", str(real_voc), "--data.init_args.limit", "4",
+        "predict", "--config", config, "--data.init_args.root", str(real_voc), "--data.init_args.limit", "4",
         "--data.init_args.coarse", "datamodules.CoarseFromFiles", "--data.init_args.coarse.folder", str(pngs),
         "--data.init_args.coarse.soften_sigma", "0",  # jsonargparse would carry the demo's 3.0 over
         "--output_dir", str(out),

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cli, error_line, finished_run, read_metrics
+from conftest import ROOT, cli, demo_with, error_line, finished_run, read_metrics
 from g4seg.run.folder import FolderLock
 
 BASE = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "3"]
@@ -130,7 +130,7 @@ def test_save_generated_says_what_it_will_write(tmp_path, done_run):
     code, _, err = cli(*BASE, "--output_dir", str(done_run), "--save_generated", "true")
     assert code == 0, err[-2000:]
     assert "g4seg: --save_generated: no strategy of this config generates images; nothing will be written" in err
-    demo = ["predict", "--config", "configs/demo.yaml", "--data.init_args.limit", "2", "--scoring.bootstrap", "0",
+    demo = ["predict", "--config", demo_with(tmp_path, "identity", "g4seg_emi"), "--data.init_args.limit", "2", "--scoring.bootstrap", "0",
             "--output_dir", str(tmp_path / "demo")]  # fmt: skip
     assert cli(*demo)[0] == 0
     code, _, err = cli(*demo, "--save_generated", "true")

@@ -5,6 +5,7 @@ the validation loss before the first step, the ControlNet folder written at the 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -27,9 +28,12 @@ class FinetuneCLI(LightningCLI):
         trainer = self.config.get("trainer", {})
         kwargs["default_root_dir"] = str(out)
         if trainer.get("logger") in (None, True):  # CSV always; TensorBoard as well where it is installed
-            loggers = [CSVLogger(out, name="logs", version="")]
+            version = ""  # logs/metrics.csv; each resume logs beside it (Lightning's CSV logger would clear it)
+            if self.config["ckpt_path"]:
+                version = f"resumed-{sum(1 for p in (out / 'logs').glob('resumed-*')) + 1}"
+            loggers = [CSVLogger(out, name="logs", version=version)]
             if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-                loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+                loggers.append(TensorBoardLogger(out, name="tensorboard", version=version))
             kwargs["logger"] = loggers
         every = int(self.config["checkpoint_every"])
         kwargs["callbacks"] = [ModelCheckpoint(dirpath=out / "checkpoints", filename="{step}", save_last=True,
@@ -38,6 +42,8 @@ class FinetuneCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    # the training sampler resumes where the checkpoint's step left it (ControlNetTrainingData.loader)
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     cli = FinetuneCLI(ControlNetFineTuning, ControlNetTrainingData, run=False, args=argv,
                       save_config_kwargs={"overwrite": True}, seed_everything_default=0)  # fmt: skip
     trainer, model, data = cli.trainer, cli.model, cli.datamodule

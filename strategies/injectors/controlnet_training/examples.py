@@ -99,6 +99,24 @@ class ConditionedExamples(Dataset):
                 "key": f"{sample.id}#{example.class_id}"}  # fmt: skip
 
 
+class RankStream(DistributedSampler):
+    """Positions rank, rank + world, ... of a sequence of `length`, skipping the first `skip`
+    of them (a DistributedSampler, so Lightning keeps it instead of injecting its own)."""
+
+    def __init__(self, length: int, world: int, rank: int, skip: int = 0) -> None:
+        self.length, self.world, self.rank, self.skip = length, world, rank, skip
+        self.num_replicas, self.epoch, self.shuffle, self.drop_last = world, 0, False, False
+
+    def __iter__(self):
+        return iter(range(self.rank + self.world * self.skip, self.length, self.world))
+
+    def __len__(self) -> int:
+        return max(0, len(range(self.rank + self.world * self.skip, self.length, self.world)))
+
+    def set_epoch(self, epoch: int) -> None:  # the order is the dataset's, by pass
+        pass
+
+
 def collate(items: list[dict]) -> dict:
     return {"pixel_values": torch.stack([i["pixel_values"] for i in items]),
             "conditioning": torch.stack([i["conditioning"] for i in items]),
@@ -160,18 +178,19 @@ class ControlNetTrainingData(L.LightningDataModule):
             self.val = ConditionedExamples(self.folder(self.val_ids), self.resolution, self.prompt, self.center_crop,
                                            shuffle=False)  # fmt: skip
 
-    def loader(self, data: Dataset) -> DataLoader:
-        """Our own rank split (Lightning's injected sampler would reshuffle training data): the
-        sequence is cut into global batches, each process takes every world_size-th example."""
+    def loader(self, data: Dataset, start_step: int = 0) -> DataLoader:
+        """Our own rank split (Lightning's injected sampler would reshuffle training data): each
+        process takes every world_size-th example of the sequence, from where `start_step`
+        optimizer steps left it, so a resumed run sees what an uninterrupted one would."""
         trainer = self.trainer
-        sampler = None
-        if trainer is not None and trainer.world_size > 1:
-            sampler = DistributedSampler(data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
-        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, shuffle=False, num_workers=self.num_workers,
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        sampler = RankStream(len(data), world, rank, start_step * accumulate * self.batch_size)
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           collate_fn=collate, persistent_workers=self.num_workers > 0)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.train)
+        return self.loader(self.train, self.trainer.global_step if self.trainer is not None else 0)
 
     def val_dataloader(self):
         return self.loader(self.val) if self.val is not None else []
