@@ -169,9 +169,14 @@ def test_safetensors_conversion_loads(tmp_path):
         assert torch.equal(refiner.net.state_dict()[k], v)
 
 
-def test_a_missing_checkpoint_names_what_to_download(tmp_path):
+def test_a_missing_or_unreadable_checkpoint_names_what_to_download(tmp_path):
     with pytest.raises(Exception, match="(?s)does not exist.*MengyuWang826/SegRefiner"):
         SegRefiner(weights=str(tmp_path / "segrefiner_hr_latest.pth"))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"<html>a download page, not a checkpoint</html>")
+    with pytest.raises(Exception, match="garbage.pth: not a readable SegRefiner checkpoint") as caught:
+        SegRefiner(weights=str(garbage))
+    assert str(caught.value).splitlines()[0].endswith(")."), str(caught.value)
 
 
 # --- the diffusion -----------------------------------------------------------------------------

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         info = {"data": data.describe(), "losses": result, "global_batch": data.batch_size * trainer.world_size
                 * trainer.accumulate_grad_batches, "precision": str(trainer.precision), "processes": trainer.world_size}  # fmt: skip
         folder = model.save_controlnet(out / "controlnet", info)
-        print(f"val loss {before} -> {result['val_loss_after']} after {result['steps']} steps; ControlNet: {folder} "
-              f"(use it as ControlNetInjection controlnet: {folder}); loss curve: {out / 'logs' / 'metrics.csv'}")  # fmt: skip
+        val = f"validation loss {before:.4f} -> {result['val_loss_after']:.4f}; " if before is not None else ""
+        print(f"{result['steps']} steps; {val}ControlNet: {folder} (use it as ControlNetInjection controlnet: "
+              f"{folder}); loss curve: {out / 'logs'}")  # fmt: skip
     return result
