@@ -53,7 +53,8 @@ class ControlNetInjection(DiffusionInjector):
     """
 
     FILES_NEEDED = {**DiffusionInjector.FILES_NEEDED,
-                    "controlnet": f"the segmentation ControlNet: {hub_command(CONTROLNET_REPO)}"}  # fmt: skip
+                    "controlnet": f"the segmentation ControlNet: {hub_command(CONTROLNET_REPO)}, or the "
+                                  "controlnet/ folder a fine-tuning writes (scripts/finetune_controlnet.py)"}  # fmt: skip
 
     def __init__(self, controlnet: str = "tiny", conditioning_scale: float = 1.0, **kwargs) -> None:
         self.controlnet_source = controlnet
