@@ -158,3 +158,31 @@ def test_mistakes_end_in_one_line(tmp_path):
         with pytest.raises(kind, match=message) as caught:
             finetune([*TINY, *extra, "--output_dir", str(tmp_path / str(i))])
         assert "\n" not in str(caught.value)
+
+
+def test_sigterm_saves_the_step_and_the_run_resumes(tmp_path):
+    """What a scheduler's time limit does: the step in flight ends, its state is saved as
+    last.ckpt, the exit code is 128 + 15 with one line; the same command with --ckpt_path last
+    goes on from there."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [*TINY, "--data.limit", "4", "--data.val_count", "0", "--checkpoint_every", "2", "--output_dir", str(out),
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "scripts/finetune_controlnet.py", *args, "--trainer.max_steps", "1000"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "step=2.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    lines = [line for line in stdout.splitlines() if line.startswith("g4seg:")]
+    assert len(lines) == 1 and lines[0].startswith("g4seg: SIGTERM: stopped after step "), stdout[-2000:]
+    stopped = int(lines[0].split("step ")[1].split(",")[0])
+    saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert stopped >= 2 and saved["global_step"] == stopped and not (out / "controlnet").exists()
+    result = finetune([*args, "--trainer.max_steps", str(stopped + 2), "--ckpt_path", "last"])
+    assert result["steps"] == stopped + 2 and (out / "controlnet" / "g4seg_finetune.json").is_file()

@@ -8,12 +8,39 @@ import importlib.util
 import warnings
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .examples import ControlNetTrainingData
 from .module import ControlNetFineTuning
+
+
+SIGTERM_EXIT, SIGINT_EXIT = 143, 130  # 128 + the signal, what schedulers and shells expect
+
+
+class CheckpointOnStop(Callback):
+    """SIGTERM (a scheduler's time limit) or Ctrl-C ends training after the step in flight
+    (Lightning's signal handling); the state of that step is saved as checkpoints/last.ckpt,
+    so `--ckpt_path last` loses nothing."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.stopped_at: int | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            return
+        path = self.folder / "last.ckpt"
+        if trainer.is_global_zero and path.is_symlink():
+            path.unlink()
+        trainer.save_checkpoint(path)
+        self.stopped_at = trainer.global_step
+        if trainer.is_global_zero:
+            what = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
+            print(f"g4seg: {what}: stopped after step {trainer.global_step}, saved {path}; resume with the same "
+                  "command and --ckpt_path last", flush=True)  # fmt: skip
 
 
 class FinetuneCLI(LightningCLI):
@@ -37,7 +64,8 @@ class FinetuneCLI(LightningCLI):
             kwargs["logger"] = loggers
         every = int(self.config["checkpoint_every"])
         kwargs["callbacks"] = [ModelCheckpoint(dirpath=out / "checkpoints", filename="{step}", save_last=True,
-                                               every_n_train_steps=every, save_top_k=-1)]  # fmt: skip
+                                               every_n_train_steps=every, save_top_k=-1),
+                               CheckpointOnStop(out / "checkpoints")]  # fmt: skip
         return super().instantiate_trainer(**kwargs)
 
 
@@ -52,14 +80,16 @@ def main(argv: list[str] | None = None) -> dict:
     before = None
     if data.val is not None and ckpt is None:  # the validation loss before any step, for the curve
         before = float(trainer.validate(model, datamodule=data, verbose=False)[0]["val_loss"])
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+    except SIGTERMException:
+        raise SystemExit(SIGTERM_EXIT) from None
+    except SystemExit as e:  # Lightning ends a Ctrl-C with exit(1): say it was the signal
+        stopped = any(isinstance(c, CheckpointOnStop) and c.stopped_at is not None for c in trainer.callbacks)
+        raise SystemExit(SIGINT_EXIT if stopped else e.code) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result = {"val_loss_before": before, "val_loss_after": metrics.get("val_loss"), "train_loss_last": metrics.get("train_loss"),
               "steps": int(trainer.global_step)}  # fmt: skip
-    if trainer.interrupted:
-        if trainer.is_global_zero:
-            print(f"stopped at step {trainer.global_step}; resume with --ckpt_path last (checkpoints in {out / 'checkpoints'})")
-        return result
     if trainer.is_global_zero:
         info = {"data": data.describe(), "losses": result, "global_batch": data.batch_size * trainer.world_size
                 * trainer.accumulate_grad_batches, "precision": str(trainer.precision), "processes": trainer.world_size}  # fmt: skip
