@@ -151,7 +151,9 @@ def test_mistakes_end_in_one_line(tmp_path):
     other = tmp_path / "other"
     ControlNetModel(block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), layers_per_block=1, cross_attention_dim=32, norm_num_groups=8,
                     attention_head_dim=8, conditioning_embedding_out_channels=(8, 16)).save_pretrained(other)  # fmt: skip
-    cases = [(["--data.root", "/nope"], DataError, r"^/nope/SegmentationClass: ground-truth folder is missing"),
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [(["--data.root", str(empty)], DataError, r"/empty/SegmentationClass: ground-truth folder is missing"),
              (["--data.classes", "vocx"], ConfigError, r"^unknown class preset 'vocx'"),
              (["--model.controlnet", str(other)], ConfigError, r"other: a ControlNet of another architecture \(block_out_channels")]  # fmt: skip
     for i, (extra, kind, message) in enumerate(cases):
@@ -186,3 +188,19 @@ def test_sigterm_saves_the_step_and_the_run_resumes(tmp_path):
     assert stopped >= 2 and saved["global_step"] == stopped and not (out / "controlnet").exists()
     result = finetune([*args, "--trainer.max_steps", str(stopped + 2), "--ckpt_path", "last"])
     assert result["steps"] == stopped + 2 and (out / "controlnet" / "g4seg_finetune.json").is_file()
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "finetune").glob("controlnet_*.yaml")), ids=lambda p: p.stem)
+def test_real_configs_parse_and_name_the_missing_model(config, tmp_path, capsys):
+    from g4seg.errors import ModelNotFoundError
+
+    with pytest.raises(SystemExit) as done:
+        finetune(["--config", str(config), "--print_config"])
+    assert done.value.code in (0, None) and "max_steps: 20000" in capsys.readouterr().out
+    with pytest.raises(ModelNotFoundError, match="^/models/stable-diffusion-v1-5: the diffusion model folder does not exist") as caught:
+        finetune(["--config", str(config), "--output_dir", str(tmp_path / "o")])
+    # every missing folder at once, each with what to get, before anything loads
+    firsts = [line for line in str(caught.value).splitlines() if line.startswith("/")]
+    assert [line.split(":")[0] for line in firsts][:2] == ["/models/stable-diffusion-v1-5", "/models/control_v11p_sd15_seg"]
+    assert len(firsts) == 3 and firsts[2].startswith("/data/") and "hf download stable-diffusion-v1-5" in str(caught.value)
+    assert not (tmp_path / "o").exists()

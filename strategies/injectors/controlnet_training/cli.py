@@ -13,10 +13,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from g4seg.models import hub
+from g4seg.models.diffusion import CONTROLNET_REPO
+
 from .examples import ControlNetTrainingData
 from .module import ControlNetFineTuning
 
 
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the seg ControlNet's base model
 SIGTERM_EXIT, SIGINT_EXIT = 143, 130  # 128 + the signal, what schedulers and shells expect
 
 
@@ -49,6 +53,15 @@ class FinetuneCLI(LightningCLI):
                             help="the ControlNet folder, logs and checkpoints go here")  # fmt: skip
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="resume: a checkpoint, or 'last'")
         parser.add_argument("--checkpoint_every", type=int, default=500, help="steps between checkpoints")
+
+    def before_instantiate_classes(self) -> None:
+        """Every missing model or dataset folder in one error, before anything loads."""
+        model, data = self.config.get("model", {}), self.config.get("data", {})
+        hub.require_all([
+            (model.get("model"), "folder", "the diffusion model", hub.hub_command(SD15_REPO), "model.model"),
+            (model.get("controlnet"), "folder", "the ControlNet", hub.hub_command(CONTROLNET_REPO), "model.controlnet"),
+            (data.get("root"), "folder", "the dataset", "python scripts/prepare_datasets.py --help (VOC layout)", "data.root"),
+        ])  # fmt: skip
 
     def instantiate_trainer(self, **kwargs):
         out = Path(self.config["output_dir"])
