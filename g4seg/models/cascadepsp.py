@@ -187,8 +187,7 @@ def load_checkpoint(net: RefinementNetwork, path: str) -> None:
         else:
             raise RuntimeError(f"holds a {type(state).__name__}, not a state dict")
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
         raise ConfigError(
-            f"{path}: does not fit a CascadePSP network of base {net.base}, layers {list(net.layers)} ({first}); "
+            f"{path}: does not fit a CascadePSP network of base {net.base}, layers {list(net.layers)} ({hub.mismatch_line(e)}); "
             "set base/layers to the checkpoint's (official: 64, [3, 4, 6, 3]; tiny: 8, [1, 1, 1, 1])"
         ) from None

@@ -73,3 +73,9 @@ def require_all(wanted: list[tuple[str | None, str, str, str, str]]) -> None:
                 errors.append(str(missing(source, f"{what} {kind} does not exist", what, get, key)))
     if errors:
         raise ModelNotFoundError("\n".join(errors))
+
+
+def mismatch_line(error: Exception) -> str:
+    """The informative line of `load_state_dict`'s error (its first line only names the class)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+    return (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict") else lines[0])[:200]

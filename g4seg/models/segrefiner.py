@@ -215,9 +215,7 @@ def load_weights(net: DenoiseUNet, path: str) -> None:
     try:
         net.load_state_dict(release_state(state), strict=True)
     except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).strip().splitlines()]
-        first = (lines[1] if len(lines) > 1 else lines[0])[:200]
-        raise ConfigError(f"{path}: does not fit a SegRefiner network of {asdict(net.config)} ({first}); "
+        raise ConfigError(f"{path}: does not fit a SegRefiner network of {asdict(net.config)} ({hub.mismatch_line(e)}); "
                           "set the network settings to the checkpoint's (released: the defaults)") from None  # fmt: skip
 
 
