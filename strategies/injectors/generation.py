@@ -86,6 +86,13 @@ def noise_for(sample_id: str, class_id: int, seed: int, shape: tuple[int, ...]) 
     return torch.randn(shape, generator=generator)
 
 
+def clip_token_ids(tokenizer, prompts: list[str], device) -> torch.Tensor:
+    """CLIP token ids padded to the tokenizer's length, as SD pipelines encode prompts (the
+    injector and ControlNet fine-tuning encode theirs with it)."""
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids.to(device)  # fmt: skip
+
+
 class DiffusionInjector(Injector):
     """Base of the diffusion injectors; subclasses add the mask through `injection` and
     `unet_inputs`.
@@ -243,16 +250,12 @@ class DiffusionInjector(Injector):
 
     def clip_prompts(self, unique: list[str]) -> tuple[torch.Tensor, dict]:
         """SD's and SDXL's text embeddings (SDXL: with pooled embeddings and time ids) of each prompt."""
-        tok = self.models_info.tokenizer
-        ids = tok(unique, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids.to(self.device)  # fmt: skip
+        ids = clip_token_ids(self.models_info.tokenizer, unique, self.device)
         extra = {}
         if self.models_info.is_sdxl:
             out1 = self.text_encoder(ids, output_hidden_states=True)
-            tok2 = self.models_info.tokenizer_2
-            ids2 = tok2(unique, padding="max_length", max_length=tok2.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(self.device)  # fmt: skip
-            out2 = self.text_encoder_2(ids2, output_hidden_states=True)
+            out2 = self.text_encoder_2(clip_token_ids(self.models_info.tokenizer_2, unique, self.device),
+                                       output_hidden_states=True)  # fmt: skip
             emb = torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1)
             r = float(self.resolution)
             time_ids = torch.tensor([[r, r, 0.0, 0.0, r, r]], device=self.device).expand(len(unique), 6)

@@ -27,6 +27,7 @@ from g4seg.models.diffusion import load_diffusion
 from g4seg.seeding import stable_seed
 
 from ..controlnet import FINETUNE_INFO
+from ..generation import clip_token_ids
 
 ARCHITECTURE_KEYS = ("in_channels", "block_out_channels", "down_block_types", "layers_per_block", "cross_attention_dim",
                      "attention_head_dim")  # fmt: skip
@@ -99,9 +100,7 @@ class ControlNetFineTuning(L.LightningModule):
             t = torch.tensor([int(torch.randint(0, scheduler.config.num_train_timesteps, (1,), generator=g)) for g in gens],
                              device=latents.device)  # fmt: skip
             noisy = scheduler.add_noise(latents, noise, t)
-            tok = self.models_info.tokenizer
-            ids = tok(batch["prompt"], padding="max_length", max_length=tok.model_max_length, truncation=True,
-                      return_tensors="pt").input_ids.to(latents.device)  # fmt: skip
+            ids = clip_token_ids(self.models_info.tokenizer, batch["prompt"], latents.device)
             text = self.text_encoder(ids, return_dict=False)[0]
         down, mid = self.controlnet(noisy, t, encoder_hidden_states=text, controlnet_cond=cond, return_dict=False)
         pred = self.unet(noisy, t, encoder_hidden_states=text, down_block_additional_residuals=list(down),
