@@ -125,18 +125,18 @@ def refine_semantic(net: DenoiseUNet, schedule: Schedule, cfg: TestConfig, image
         soft.append(x)
         fine.append(f)
     global_soft = F.interpolate(torch.cat(soft), size=(h, w)).float()
+    global_mask = (global_soft >= 0.5).float()  # the release's ori_size_mask
     fine_s = torch.cat(fine).float()
     fine_full = F.interpolate(fine_s, size=(h, w))
     jobs: list[tuple[int, Window]] = []
     for j in range(len(todo)):
-        binary = global_soft[j, 0] >= 0.5
-        jobs += [(j, b) for b in mixed(window_boxes(fine_s[j, 0], (h, w), cfg), binary)]
+        jobs += [(j, b) for b in mixed(window_boxes(fine_s[j, 0], (h, w), cfg), global_mask[j, 0].bool())]
     local = []
     for a in range(0, len(jobs), cfg.batch_max):
         chunk = jobs[a:a + cfg.batch_max]
         crop = [(j, (slice(b.y0, b.y1), slice(b.x0, b.x1))) for j, b in chunk]
         img = torch.stack([_padded(image[:, ys, xs], s) for _, (ys, xs) in crop])
-        msk = torch.stack([_padded((global_soft[j, :, ys, xs] >= 0.5).float(), s) for j, (ys, xs) in crop])
+        msk = torch.stack([_padded(global_mask[j, :, ys, xs], s) for j, (ys, xs) in crop])
         fin = torch.stack([_padded(fine_full[j, :, ys, xs], s) for j, (ys, xs) in crop])
         x, _ = p_sample_loop(net, schedule, img, msk, fin, steps[-1:])
         local += [x[n, 0, : b.y1 - b.y0, : b.x1 - b.x0].float() for n, (_, b) in enumerate(chunk)]
