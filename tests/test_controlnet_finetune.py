@@ -188,6 +188,13 @@ def test_sigterm_saves_the_step_and_the_run_resumes(tmp_path):
     assert stopped >= 2 and saved["global_step"] == stopped and not (out / "controlnet").exists()
     result = finetune([*args, "--trainer.max_steps", str(stopped + 2), "--ckpt_path", "last"])
     assert result["steps"] == stopped + 2 and (out / "controlnet" / "g4seg_finetune.json").is_file()
+    # the same command again resumes by itself; other settings are refused, not mixed into it
+    assert finetune([*args, "--trainer.max_steps", str(stopped + 3)])["steps"] == stopped + 3
+    with pytest.raises(ConfigError, match=r"other settings \(model.learning_rate: 0.0001 -> 0.001\)") as caught:
+        finetune([*args, "--trainer.max_steps", str(stopped + 4), "--model.learning_rate", "1e-3"])
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"data.global_batch: 4 -> 2.*data.train_ids"):
+        finetune([*args, "--trainer.max_steps", str(stopped + 4), "--data.batch_size", "2", "--data.limit", "3"])
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs" / "finetune").glob("controlnet_*.yaml")), ids=lambda p: p.stem)

@@ -55,7 +55,10 @@ class FinetuneCLI(LightningCLI):
         parser.add_argument("--checkpoint_every", type=int, default=500, help="steps between checkpoints")
 
     def before_instantiate_classes(self) -> None:
-        """Every missing model or dataset folder in one error, before anything loads."""
+        """A rerun resumes from the folder's last checkpoint; every missing model or dataset
+        folder in one error, before anything loads."""
+        if self.config["ckpt_path"] is None and (Path(self.config["output_dir"]) / "checkpoints" / "last.ckpt").is_file():
+            self.config["ckpt_path"] = "last"
         model, data = self.config.get("model", {}), self.config.get("data", {})
         hub.require_all([
             (model.get("model"), "folder", "the diffusion model", hub.hub_command(SD15_REPO), "model.model"),
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     out, ckpt = Path(cli.config["output_dir"]), cli.config["ckpt_path"]
     data.setup("fit")
+    if ckpt == "last" and trainer.is_global_zero:
+        print(f"resuming from {out / 'checkpoints' / 'last.ckpt'} (another --output_dir starts anew)", flush=True)
     before = None
     if data.val is not None and ckpt is None:  # the validation loss before any step, for the curve
         before = float(trainer.validate(model, datamodule=data, verbose=False)[0]["val_loss"])

@@ -36,6 +36,7 @@ from g4seg.seeding import stable_seed
 from g4seg.types import IGNORE_INDEX
 
 from ..controlnet import class_colours, condition_image
+from .module import refuse_changes
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,21 @@ class ControlNetTrainingData(L.LightningDataModule):
 
     def val_dataloader(self):
         return self.loader(self.val) if self.val is not None else []
+
+    def resume_settings(self) -> dict:
+        """What fixes the example sequence and where a step leaves it (checked on resume)."""
+        s, trainer = self.source, self.trainer
+        world = (trainer.world_size * trainer.accumulate_grad_batches) if trainer is not None else 1
+        return {"root": str(Path(s.root).resolve()), "classes": s.class_names, "split": s.split, "limit": s.limit,
+                "ignore_zero": s.ignore_zero, "train_ids": self.train_ids, "resolution": self.resolution,
+                "prompt": self.prompt, "center_crop": self.center_crop, "seed": self.seed,
+                "global_batch": self.batch_size * world}  # fmt: skip
+
+    def state_dict(self) -> dict:
+        return {"settings": self.resume_settings()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        refuse_changes("data", state_dict.get("settings", {}), self.resume_settings())
 
     def describe(self) -> dict:
         """What the ControlNet was trained on, for the JSON next to it."""

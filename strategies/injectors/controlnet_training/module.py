@@ -125,6 +125,12 @@ class ControlNetFineTuning(L.LightningModule):
         return torch.optim.AdamW(self.controlnet.parameters(), lr=h.learning_rate, betas=(h.adam_beta1, h.adam_beta2),
                                  weight_decay=h.weight_decay, eps=h.adam_epsilon)  # fmt: skip
 
+    RESUMABLE_CHANGES = ("gradient_checkpointing",)  # memory only: the same numbers either way
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resume with other model settings would mix two trainings in one ControlNet: refused."""
+        refuse_changes("model", checkpoint.get("hyper_parameters", {}), dict(self.hparams), self.RESUMABLE_CHANGES)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """The frozen models are re-read from their source on resume: only the ControlNet is kept."""
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("controlnet.")}
@@ -147,3 +153,12 @@ class ControlNetFineTuning(L.LightningModule):
 
 def _as_list(value):
     return value if isinstance(value, (list, tuple)) else [value]
+
+
+def refuse_changes(part: str, saved: dict, now: dict, allowed: tuple[str, ...] = ()) -> None:
+    """One line naming every setting of `part` that differs from the checkpoint's."""
+    changed = [f"{part}.{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+               if k not in allowed and saved.get(k) != now.get(k)]  # fmt: skip
+    if changed:
+        raise ConfigError(f"the checkpoint was trained with other settings ({'; '.join(changed)}); resume with the "
+                          "same settings, or use another --output_dir to start anew")  # fmt: skip
