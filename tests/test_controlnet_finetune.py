@@ -211,3 +211,42 @@ def test_real_configs_parse_and_name_the_missing_model(config, tmp_path, capsys)
     assert [line.split(":")[0] for line in firsts][:2] == ["/models/stable-diffusion-v1-5", "/models/control_v11p_sd15_seg"]
     assert len(firsts) == 3 and firsts[2].startswith("/data/") and "hf download stable-diffusion-v1-5" in str(caught.value)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("model", ["tiny", "tiny-v"])
+def test_the_loss_is_the_ddpm_objective_written_out(model):
+    """diffusion_loss against the DDPM equations by hand (x_t = sqrt(a) x0 + sqrt(1 - a) eps;
+    target eps, or v = sqrt(a) eps - sqrt(1 - a) x0), with the draws each example's seed gives."""
+    from g4seg.seeding import stable_seed
+    from strategies.injectors.controlnet_training import ControlNetFineTuning, ControlNetTrainingData
+    from strategies.injectors.controlnet_training.examples import collate
+
+    data = ControlNetTrainingData(str(DEMO), limit=2, val_count=0, resolution=128, num_workers=0)
+    data.setup()
+    batch = collate([data.train[i] for i in range(3)])
+    torch.manual_seed(0)
+    module = ControlNetFineTuning(model=model, controlnet="tiny", seed=5)
+    with torch.no_grad():
+        got = module.diffusion_loss(batch, draw=7)
+        m, sched = module.models_info, module.models_info.scheduler
+        losses = []
+        for i, key in enumerate(batch["key"]):
+            g = torch.Generator().manual_seed(stable_seed(5, key, 7) % 2**63)
+            dist = module.vae.encode(batch["pixel_values"][i:i + 1]).latent_dist
+            x0 = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g)) * module.vae.config.scaling_factor
+            eps = torch.randn(x0.shape, generator=g)
+            t = torch.randint(0, 1000, (1,), generator=g)
+            a = sched.alphas_cumprod[t].float()
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+            ids = m.tokenizer([batch["prompt"][i]], padding="max_length", max_length=m.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids  # fmt: skip
+            text = module.text_encoder(ids)[0]
+            down, mid = module.controlnet(x_t, t, encoder_hidden_states=text,
+                                          controlnet_cond=batch["conditioning"][i:i + 1], return_dict=False)  # fmt: skip
+            pred = module.unet(x_t, t, encoder_hidden_states=text, down_block_additional_residuals=list(down),
+                               mid_block_additional_residual=mid).sample  # fmt: skip
+            target = eps if model == "tiny" else a.sqrt() * eps - (1 - a).sqrt() * x0
+            losses.append(((pred - target) ** 2).mean())
+    expected = torch.stack(losses).mean()
+    print(f"{model}: loss {got.item():.6f}, written out {expected.item():.6f}")
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
