@@ -84,6 +84,7 @@ class Refiner(Configured, ABC):
     needs_generated: bool = False
     random_weights: bool = False
     changes_nothing: bool = False  # the control (Identity): its unchanged output is not worth a note
+    runs_on_cpu: bool = False  # CPU code (DenseCRF): run in the worker pool, beside the device's work
 
     @abstractmethod
     def refine(self, sample: Sample, probs: ClassProbs, generated: Generated | None) -> ClassProbs: ...

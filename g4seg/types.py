@@ -6,6 +6,7 @@ metrics and writers can be developed and tested apart from each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -131,6 +132,16 @@ class SampleResult:
     unscored_reason: str | None = None  # e.g. GT all ignore: counted, not scored
     files: dict[str, str] = field(default_factory=dict)  # the sample's input files (the report's gallery reads them)
     digests: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 of the bytes the result was computed from
+    # what is still to compute: label maps, notes, seconds and counts (the writer thread does
+    # it while the device runs the next batch, and waits there for the CPU refiners' workers)
+    pending: Callable[[], SampleResult] | None = field(default=None, repr=False, compare=False)
+
+    def finish(self) -> SampleResult:
+        """The result complete, if its computation was left to the writer."""
+        if self.pending is not None:
+            done, self.pending = self.pending(), None
+            self.labels, self.counts, self.seconds, self.notes = done.labels, done.counts, done.seconds, done.notes
+        return self
 
 
 BASELINE = "baseline"

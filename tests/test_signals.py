@@ -34,7 +34,8 @@ def children(pid: int) -> list[int]:
 
 def g4seg_processes(pid: int) -> list[int]:
     """The run's processes: rank 0 (the command) and the ranks Lightning's launcher started."""
-    ranks = [c for c in children(pid) if b"g4seg" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    cmdlines = {c: Path(f"/proc/{c}/cmdline").read_bytes() for c in children(pid)}
+    ranks = [c for c, cmd in cmdlines.items() if b"g4seg" in cmd and b"forkserver" not in cmd]  # not the refiner pool's
     return [pid, *ranks]
 
 

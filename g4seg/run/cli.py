@@ -13,6 +13,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Optional
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -22,7 +23,7 @@ from ..evaluation.metrics import SHOWN
 from . import parse_errors
 from .failures import PLACE, RUN_FOLDER, report_failure
 from .folder import RunFolder
-from .hooks import FolderHooks, Scoring
+from .hooks import FolderHooks, RefinerWorkers, Scoring
 from .module import G4SegModule
 from .preflight import preflight
 from .progress import sample_progress_bar
@@ -57,6 +58,8 @@ class G4SegCLI(LightningCLI):
         parser.add_argument("--verbose", type=bool, default=False, help="also show Lightning's start-up lines and notes")
         parser.add_argument("--fresh", type=bool, default=False,
                             help="if output_dir holds another run, move it to OUTDIR.old-N and start again")  # fmt: skip
+        parser.add_argument("--refiner_workers", type=Optional[int], default=None,
+                            help="worker processes for CPU refiners such as DenseCRF (default: the free cores; 0: none)")  # fmt: skip
         parser.add_argument("--scoring.metrics", type=list[str], default=list(SHOWN),
                             help="table/plot metrics: miou boundary_iou mba miou_image")  # fmt: skip
         parser.add_argument("--scoring.bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (0: none)")
@@ -82,8 +85,13 @@ class G4SegCLI(LightningCLI):
         RUN_FOLDER[:] = [str(self.folder.path)]
         scoring = get("scoring")
         scoring = dict(scoring) if not hasattr(scoring, "as_dict") else scoring.as_dict()
-        extra = [FolderHooks(self.folder), ResultWriter(self.folder, save_generated=get("save_generated")), Scoring(self.folder, **scoring),
-                 StopOnSignal(self.folder.path, self.folder.progress)]  # last: a batch's records are written before a stop  # fmt: skip
+        stopper = StopOnSignal(self.folder.path, self.folder.progress)
+        writer = ResultWriter(self.folder, save_generated=get("save_generated"), stopper=stopper)
+        stopper.before_stop = writer.abandon  # a stop keeps what is written, the result in hand included
+        # the writer before FolderHooks: after a failure it drains while the folder is still locked;
+        # StopOnSignal last: a batch's records are handed to the writer before a stop
+        extra = [writer, FolderHooks(self.folder), RefinerWorkers(get("refiner_workers")), Scoring(self.folder, **scoring),
+                 stopper]
         if config.get("enable_progress_bar") is not False:  # first: its teardown ends the bar before the summary
             extra.insert(0, sample_progress_bar())
         return super()._instantiate_trainer(config, [*callbacks, *extra])

@@ -31,7 +31,7 @@ MANIFEST = "run.json"
 FINGERPRINT_VERSION = 3  # 3: records hold their input files and no initial IoUs (derived from the counts)
 # resolved-config keys that cannot change a number (prefixes of dotted keys)
 NOT_NUMBERS = (
-    "trainer", "output_dir", "save_generated", "verbose", "fresh", "writer", "scoring", "ckpt_path", "return_predictions", "config",
+    "trainer", "output_dir", "save_generated", "verbose", "fresh", "refiner_workers", "writer", "scoring", "ckpt_path", "return_predictions", "config",
     "data.init_args.batch_size", "data.init_args.num_workers",
 )  # fmt: skip
 LOCK = ".lock"

@@ -13,6 +13,7 @@ from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.metrics import SHOWN
 from ..report.write import ReportSettings, check_shown
 from .folder import RunFolder
+from .refiner_pool import auto_workers, check_workers
 from .scoring import score
 
 
@@ -67,3 +68,25 @@ class Scoring(Callback):
         if self._summary:
             print(self._summary)
             self._summary = None
+
+
+class RefinerWorkers(Callback):
+    """The module's pool of worker processes for CPU refiners, for the run's duration.
+
+    Args:
+        workers: processes per run process; None: the cores this process may use, shared
+            among the run's processes on this node (`auto_workers`); 0: in the main process.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = check_workers(workers)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        workers = self.workers if self.workers is not None else auto_workers(trainer.num_devices)
+        pl_module.start_pool(workers)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        pl_module.stop_pool()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        pl_module.stop_pool()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -25,7 +26,8 @@ from ..evaluation.boundary import DEFAULT_DILATION_RATIO, GroundTruthBoundaries
 from ..evaluation.counts import pixel_counts
 from ..evaluation.metrics import DEFAULT_EDGES, check_edges
 from ..interfaces import Chain, CoarseProducer, Injector, Refiner
-from ..types import BASELINE, IGNORE_INDEX, AlreadyDone, ClassProbs, Generated, Sample, SampleResult
+from ..types import BASELINE, IGNORE_INDEX, AlreadyDone, ClassProbs, Generated, Sample, SampleResult, SourceCounts
+from .refiner_pool import RefinerPool
 
 UNCHANGED = "changed no label"
 
@@ -77,6 +79,10 @@ class G4SegModule(L.LightningModule):
         self.boundary_dilation = boundary_dilation
         self.producer: CoarseProducer | None = None
         self.steps = self._chain_steps()
+        # True under the CLI: the writer thread computes the counts while the device runs the
+        # next batch; direct callers of predict_step get finished results
+        self.defer_counts = False
+        self.pool: RefinerPool | None = None  # worker processes for the CPU refiners (start_pool)
 
     @property
     def strategy_names(self) -> list[str]:
@@ -131,12 +137,14 @@ class G4SegModule(L.LightningModule):
         samples = [s for s in batch if isinstance(s, Sample)]
         self.produce_coarse(samples)
         scored = [s for s in samples if not bool((s.gt == IGNORE_INDEX).all())]
+        steps = self.start_pooled(scored, {})  # CPU refiners of the coarse masks work while the device generates
         generated, seconds = self.generate(scored)
+        steps = self.run_batch(scored, generated, steps)
         scored_ids = {s.id for s in scored}
         results = []
         for sample in samples:
             if sample.id in scored_ids:
-                result = self.refine_sample(sample, generated, seconds)
+                result = self.refine_sample(sample, generated, seconds, steps)
             else:
                 result = SampleResult(sample.id, {}, {}, unscored_reason="ground truth is all ignore (255)",
                                       files=sample.files, digests=sample.digests)  # fmt: skip
@@ -171,61 +179,143 @@ class G4SegModule(L.LightningModule):
     @torch.no_grad()
     def run_strategies(self, sample: Sample, generated: dict[str, dict[str, Generated]]
                        ) -> tuple[dict[str, ClassProbs], dict[str, torch.Tensor], dict[str, float]]:  # fmt: skip
-        """Every strategy's refined probabilities, label map and refining time; each distinct
-        chain prefix computed once (its time counted for every strategy that uses it). A
-        strategy whose labels equal the coarse mask's gets the note UNCHANGED (never silently
-        idle), except the Identity control."""
-        done: dict[tuple, tuple[ClassProbs, float]] = {}
-        out, labels, seconds = {}, {}, {}
+        """Every strategy's refined probabilities, label map and refining time for one sample."""
+        return self.assemble(sample, self.run_batch([sample], generated))
+
+    def _input_of(self, spec: StrategySpec, depth: int, sample: Sample, steps: dict) -> ClassProbs | None:
+        """The probabilities step `depth` of `spec` refines, or None while they are not ready."""
+        if depth == 0:
+            return sample.coarse
+        done = steps.get((sample.id, self.steps[spec.name][depth - 1]))
+        return done[0] if done is not None and not isinstance(done, Future) else None
+
+    def start_pooled(self, samples: list[Sample], generated: dict[str, dict[str, Generated]],
+                     steps: dict | None = None) -> dict:  # fmt: skip
+        """Hands the CPU refiner steps whose input is ready to the worker pool: {(sample id, step key): Future}."""
+        steps = {} if steps is None else steps
+        if self.pool is None:
+            return steps
+        for sample in samples:
+            for spec in self.specs:
+                gen = generated.get(spec.injector, {}).get(sample.id) if spec.injector else None
+                for depth, (refiner, key) in enumerate(zip(spec.refiners, self.steps[spec.name])):
+                    if (sample.id, key) in steps or not refiner.runs_on_cpu or (refiner.needs_generated and gen is None):
+                        continue
+                    probs = self._input_of(spec, depth, sample, steps)
+                    if probs is not None:
+                        steps[(sample.id, key)] = self.pool.submit(self.pool_key(key), sample, probs, gen)
+        return steps
+
+    @torch.no_grad()
+    def run_batch(self, samples: list[Sample], generated: dict[str, dict[str, Generated]], steps: dict | None = None) -> dict:
+        """Every distinct chain prefix of every sample, computed once: {(sample id, step key):
+        (probs, seconds) or a Future of the pool}. Steps go depth by depth over the whole
+        batch, so the pool's CPU refiners work on every sample while the main process runs
+        the device's steps, and into the next batch (the writer thread collects them)."""
+        steps = self.start_pooled(samples, generated, steps)
+        for depth in range(max(len(spec.refiners) for spec in self.specs)):
+            for sample in samples:
+                for spec in self.specs:
+                    if depth >= len(spec.refiners) or (sample.id, self.steps[spec.name][depth]) in steps:
+                        continue
+                    probs = self._input_of(spec, depth, sample, steps)
+                    if probs is None:  # the previous step is still in the pool
+                        probs = self._resolve(spec, depth - 1, sample, steps)[0]
+                    gen = generated[spec.injector].get(sample.id) if spec.injector else None
+                    start = time.perf_counter()
+                    refined = spec.refiners[depth].refine(sample, probs, gen)
+                    steps[(sample.id, self.steps[spec.name][depth])] = (refined, time.perf_counter() - start)
+            steps = self.start_pooled(samples, generated, steps)  # the next depth's CPU steps, as inputs finish
+        return steps
+
+    def _resolve(self, spec: StrategySpec, depth: int, sample: Sample, steps: dict) -> tuple[ClassProbs, float]:
+        key = (sample.id, self.steps[spec.name][depth])
+        done = steps[key]
+        if isinstance(done, Future):
+            done = steps[key] = self.pool.result(done, self._resolve(spec, depth - 1, sample, steps)[0] if depth else sample.coarse)
+        return done
+
+    def assemble(self, sample: Sample, steps: dict) -> tuple[dict[str, ClassProbs], dict[str, torch.Tensor], dict[str, float]]:
+        """Every strategy's refined probabilities, label map and refining time (a shared
+        prefix's time counted for every strategy that uses it). A strategy whose labels
+        equal the coarse mask's gets the note UNCHANGED (never silently idle), except the
+        Identity control."""
+        refined, labels, seconds = {}, {}, {}
         coarse = sample.coarse.labels()
         for spec in self.specs:
-            gen = generated[spec.injector].get(sample.id) if spec.injector else None
-            probs, total = sample.coarse, 0.0
-            for refiner, key in zip(spec.refiners, self.steps[spec.name]):
-                if key not in done:
-                    start = time.perf_counter()
-                    done[key] = (refiner.refine(sample, probs, gen), time.perf_counter() - start)
-                probs, spent = done[key]
+            total = 0.0
+            for depth in range(len(spec.refiners)):
+                probs, spent = self._resolve(spec, depth, sample, steps)
                 total += spent
             labels[spec.name] = probs.labels()
             if torch.equal(labels[spec.name], coarse) and not all(r.changes_nothing for r in spec.refiners):
                 probs = probs.with_probs(probs.probs, UNCHANGED)
-            out[spec.name], seconds[spec.name] = probs, total
-        return out, labels, seconds
+            refined[spec.name], seconds[spec.name] = probs, total
+        return refined, labels, seconds
 
     @torch.no_grad()
-    def refine_sample(
-        self, sample: Sample, generated: dict[str, dict[str, Generated]], injector_seconds: dict[str, float]
-    ) -> SampleResult:
-        n = len(sample.class_names)
-        labels = {BASELINE: sample.coarse.labels()}
-        boundaries = GroundTruthBoundaries(sample.gt.numpy(), self.boundary_dilation)
-        counts = {BASELINE: pixel_counts(labels[BASELINE], sample.gt, n, boundaries)}
-        notes = {BASELINE: list(sample.coarse.notes)} if sample.coarse.notes else {}
-        refined_all, refined_labels, seconds = self.run_strategies(sample, generated)
-        for spec in self.specs:
-            refined = refined_all[spec.name]
-            seconds[spec.name] += injector_seconds.get(spec.injector, 0.0)
-            if refined.size != sample.size:
-                raise RuntimeError(f"strategy {spec.name!r} returned {refined.size} for sample {sample.id} of {sample.size}")
-            own = [n for n in refined.notes if n not in sample.coarse.notes]
-            labels[spec.name] = refined_labels[spec.name]
-            if own:
-                notes[spec.name] = own
-            counts[spec.name] = pixel_counts(labels[spec.name], sample.gt, n, boundaries)
-        return SampleResult(
+    def refine_sample(self, sample: Sample, generated: dict[str, dict[str, Generated]], injector_seconds: dict[str, float],
+                      steps: dict | None = None) -> SampleResult:  # fmt: skip
+        """The sample's result; with `defer_counts` its label maps, notes and counts are left
+        to `SampleResult.finish` (the writer thread), which also waits for the pool's steps."""
+        steps = self.run_batch([sample], generated) if steps is None else steps
+
+        def finish() -> SampleResult:
+            labels = {BASELINE: sample.coarse.labels()}
+            notes = {BASELINE: list(sample.coarse.notes)} if sample.coarse.notes else {}
+            refined_all, refined_labels, seconds = self.assemble(sample, steps)
+            for spec in self.specs:
+                refined = refined_all[spec.name]
+                seconds[spec.name] += injector_seconds.get(spec.injector, 0.0)
+                if refined.size != sample.size:
+                    raise RuntimeError(f"strategy {spec.name!r} returned {refined.size} for sample {sample.id} of {sample.size}")
+                own = [n for n in refined.notes if n not in sample.coarse.notes]
+                labels[spec.name] = refined_labels[spec.name]
+                if own:
+                    notes[spec.name] = own
+            counts = sample_counts(labels, sample.gt, len(sample.class_names), self.boundary_dilation)
+            return SampleResult(sample.id, labels, counts, seconds=seconds, notes=notes)
+
+        result = SampleResult(
             id=sample.id,
-            labels=labels,
-            counts=counts,
+            labels={},
+            counts={},
             generated={spec.injector: generated[spec.injector][sample.id] for spec in self.specs
                        if spec.injector and sample.id in generated[spec.injector]},  # fmt: skip
-            seconds=seconds,
             random_weights=[spec.name for spec in self.specs if self.uses_random_weights(spec)],
-            notes=notes,
             files=sample.files,
             digests=sample.digests,
+            pending=finish,
         )
+        return result if self.defer_counts else result.finish()
+
+    @staticmethod
+    def pool_key(key: tuple) -> str:
+        return repr(key)
+
+    def pooled_refiners(self) -> dict[str, Refiner]:
+        """The CPU refiners of the run, by the key of the chain step they compute."""
+        return {self.pool_key(key): refiner for spec in self.specs for refiner, key in zip(spec.refiners, self.steps[spec.name])
+                if refiner.runs_on_cpu}  # fmt: skip
+
+    def start_pool(self, workers: int) -> None:
+        """Starts `workers` processes for the CPU refiners (none when no refiner runs on the CPU)."""
+        refiners = self.pooled_refiners()
+        if workers > 0 and refiners and self.pool is None:
+            self.pool = RefinerPool(refiners, workers)
+
+    def stop_pool(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def uses_random_weights(self, spec: StrategySpec) -> bool:
         injector = self.injectors[spec.injector] if spec.injector else None
         return self.chains[spec.name].random_weights or bool(injector and injector.random_weights)
+
+
+def sample_counts(labels: dict[str, torch.Tensor], gt: torch.Tensor, num_classes: int,
+                  dilation: float) -> dict[str, SourceCounts]:  # fmt: skip
+    """Every source's counts against the ground truth, its boundary side computed once."""
+    boundaries = GroundTruthBoundaries(gt.numpy(), dilation)
+    return {source: pixel_counts(pred, gt, num_classes, boundaries) for source, pred in labels.items()}

@@ -35,11 +35,12 @@ class StopOnSignal(Callback):
     """Args:
     folder: the run folder (where the stop file goes).
     progress: says how far the run got (the run folder's count of finished samples).
+    before_stop: called before the run stops (the writer's drain: what was computed is written).
     """
 
-    def __init__(self, folder: str | Path, progress=None) -> None:
+    def __init__(self, folder: str | Path, progress=None, before_stop=None) -> None:
         self.stop_file = Path(folder) / STOP
-        self.progress = progress
+        self.progress, self.before_stop = progress, before_stop
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -59,13 +60,20 @@ class StopOnSignal(Callback):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
-    def _check(self, trainer) -> None:
+    def requested(self) -> int | None:
+        """The signal this process received, or the one another process left in the stop file."""
+        return self.received if self.received is not None else signal_in(self.stop_file)
+
+    def check(self, trainer) -> None:
+        """Stops the run (RunStopped) if a signal came, here or to another process."""
         signum = self.received
         if signum is not None:  # for the others, whole (renamed into place, a planted link replaced, not followed)
             atomic_write_bytes(self.stop_file, str(signum).encode())
         else:
             signum = signal_in(self.stop_file)
         if signum is not None:
+            if self.before_stop is not None:
+                self.before_stop()
             for proc in getattr(trainer.strategy.launcher, "procs", None) or []:  # Lightning's: process 0 started them
                 try:  # they stop after their batch in flight; then the count below is final
                     proc.wait(timeout=CHILDREN_TIMEOUT)
@@ -82,10 +90,10 @@ class StopOnSignal(Callback):
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self._install()
-        self._check(trainer)
+        self.check(trainer)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._check(trainer)
+        self.check(trainer)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._restore()

@@ -68,6 +68,8 @@ class DenseCRF(Refiner):
     gt_prob: confidence of the given label for hard input (pydensecrf's default use 0.7).
     """
 
+    runs_on_cpu = True  # pydensecrf is single-threaded C++: `g4seg predict` runs it in worker processes
+
     def __init__(
         self,
         preset: str = "deeplab",
