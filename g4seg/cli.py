@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     if missing:  # the commonest mistake, answered before Lightning loads
         print(f"g4seg: error: {missing[0]}: config file does not exist", file=sys.stderr)
         sys.exit(2)
+    from .run.early_checks import early_checks
+    from .run.failures import report_failure
+
+    try:  # the commonest mistakes in about a second, before Lightning and the model libraries load
+        early_checks(args[1:])
+    except Exception as e:  # noqa: BLE001 - one line for what a user can fix, a traceback for bugs
+        sys.exit(report_failure(e))
     from .run.cli import main as run
 
     run(argv)  # None: Lightning reads sys.argv itself

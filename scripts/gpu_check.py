@@ -329,6 +329,63 @@ def harness(out: Results, paths: dict, args, work: Path) -> None:
                                                "steady_x": round(many["records_per_s"] / one["records_per_s"], 2)})  # fmt: skip
 
 
+STAGE_STRATEGIES = {
+    "g4seg": ["g4seg"],
+    "densecrf": ["densecrf"],
+    "g4seg + densecrf + g4seg+crf": ["g4seg", "densecrf", "g4seg+crf"],
+}
+STRATEGY_NODES = {
+    "g4seg": "{{name: g4seg, injector: emi, refiners: [{correspondence}]}}",
+    "densecrf": "{{name: densecrf, refiners: [{{class_path: strategies.refiners.DenseCRF}}]}}",
+    "g4seg+crf": "{{name: g4seg+crf, injector: emi, refiners: [{correspondence}, {{class_path: strategies.refiners.DenseCRF}}]}}",
+}
+
+
+def stages(out: Results, paths: dict, args, work: Path) -> None:
+    """Whole `g4seg predict` runs in this process with the per-stage profile attached
+    (scripts/stage_profile.py): G4Seg (EMI + SCA/CF) alone, DenseCRF alone (its worker
+    pool), and both with their chain, each on --e2e-images images; steady s/image, the
+    stage table, GPU busy."""
+    import stage_profile
+
+    data = work / "stage_data"
+    if not data.exists():
+        link_farm(ROOT / "data" / "real" / "voc2012", data, args.e2e_images)
+    gpu = args.device.startswith("cuda")
+    correspondence = ("{{class_path: strategies.refiners.Correspondence, init_args: {{clip: {clip}, {size}preset: open_vocabulary}}}}"
+                      .format(clip=paths["clip"], size="image_size: 448, " if args.size == "real" else ""))  # fmt: skip
+    for name, strategies in STAGE_STRATEGIES.items():
+        config = work / f"stages_{len(strategies)}_{strategies[0]}.yaml"
+        nodes = "\n".join("  - " + STRATEGY_NODES[s].format(correspondence=correspondence) for s in strategies)
+        config.write_text(f"""seed_everything: 0
+trainer: {{accelerator: {"gpu" if gpu else "cpu"}, devices: 1}}
+data:
+  class_path: datamodules.VOCFolderDataModule
+  init_args:
+    root: {data}
+    classes: voc
+    coarse: {{class_path: datamodules.SyntheticDegradation, init_args: {{iou_range: [10, 95], soften_sigma: 3.0}}}}
+    batch_size: {args.batch}
+    num_workers: {args.loader_workers}
+model:
+  injectors:
+    emi: {{class_path: strategies.injectors.AttentionInjection, init_args: {{model: {paths["sd"]}, timestep: 400, mode: add, alpha: 10.0}}}}
+  strategies:
+  - {{name: identity, refiners: [{{class_path: strategies.refiners.Identity}}]}}
+{nodes}
+""")
+        start = time.time()
+        try:
+            profile = stage_profile.profile_predict(["--config", str(config), "--output_dir", str(work / f"stages_run_{len(strategies)}_{strategies[0]}"),
+                                                     "--scoring.bootstrap", "0", "--scoring.gallery", "0"])  # fmt: skip
+        except BaseException as e:  # noqa: BLE001 - one section's failure is a figure too
+            out.put("stages", name, f"failed: {type(e).__name__}: {e}")
+            continue
+        profile["end_to_end_s"] = round(time.time() - start, 1)
+        out.put("stages", name, profile)
+        print(stage_profile.table(profile), flush=True)
+
+
 def compiled(out: Results, samples, paths: dict, args) -> None:
     """torch.compile of the UNet (default mode): first-call seconds and the speed after."""
     base = injector("none", paths, args.device)
@@ -353,8 +410,9 @@ def main() -> None:
     parser.add_argument("--flow-images", type=int, default=2, help="images per call for the SD3 / Flux shapes")
     parser.add_argument("--e2e-strategies", choices=["all", "g4seg"], default="all")
     parser.add_argument("--batch", type=int, default=4, help="the harness runs' batch size")
-    parser.add_argument("--only", nargs="+", default=["generation", "refiners", "producers", "flow", "harness", "compile"],
-                        choices=["generation", "refiners", "producers", "flow", "harness", "compile"])  # fmt: skip
+    parser.add_argument("--loader-workers", type=int, default=4, help="the harness runs' DataLoader workers")
+    sections = ["stages", "generation", "refiners", "producers", "flow", "harness", "compile"]
+    parser.add_argument("--only", nargs="+", default=sections, choices=sections)
     args = parser.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -377,7 +435,8 @@ def main() -> None:
             start = time.perf_counter()
             paths = save_models(args.size, args.device, Path(tmp))
             out.put("env", "models built and saved (s)", round(time.perf_counter() - start, 1))
-        for section, fn in (("generation", lambda: generation(out, samples, three, paths, args)),
+        for section, fn in (("stages", lambda: stages(out, paths, args, Path(tmp))),
+                            ("generation", lambda: generation(out, samples, three, paths, args)),
                             ("refiners", lambda: refiners(out, samples, paths, args)),
                             ("producers", lambda: producers(out, samples, args)),
                             ("flow", lambda: flow(out, samples[: args.flow_images], args)),

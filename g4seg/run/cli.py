@@ -60,6 +60,8 @@ class G4SegCLI(LightningCLI):
                             help="if output_dir holds another run, move it to OUTDIR.old-N and start again")  # fmt: skip
         parser.add_argument("--refiner_workers", type=Optional[int], default=None,
                             help="worker processes for CPU refiners such as DenseCRF (default: the free cores; 0: none)")  # fmt: skip
+        parser.add_argument("--writer.background", type=Optional[bool], default=None,
+                            help="counts, masks and records on a writer thread beside the model (default: on an accelerator)")  # fmt: skip
         parser.add_argument("--scoring.metrics", type=list[str], default=list(SHOWN),
                             help="table/plot metrics: miou boundary_iou mba miou_image")  # fmt: skip
         parser.add_argument("--scoring.bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (0: none)")
@@ -86,7 +88,8 @@ class G4SegCLI(LightningCLI):
         scoring = get("scoring")
         scoring = dict(scoring) if not hasattr(scoring, "as_dict") else scoring.as_dict()
         stopper = StopOnSignal(self.folder.path, self.folder.progress)
-        writer = ResultWriter(self.folder, save_generated=get("save_generated"), stopper=stopper)
+        writer = ResultWriter(self.folder, save_generated=get("save_generated"), background=get("writer.background"),
+                              stopper=stopper)  # fmt: skip
         stopper.before_stop = writer.abandon  # a stop keeps what is written, the result in hand included
         # the writer before FolderHooks: after a failure it drains while the folder is still locked;
         # StopOnSignal last: a batch's records are handed to the writer before a stop

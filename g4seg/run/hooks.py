@@ -4,6 +4,7 @@ scored. The folder and the scoring are plain objects (`folder.py`, `scoring.py`)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from lightning.pytorch.callbacks import Callback
@@ -13,7 +14,7 @@ from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.metrics import SHOWN
 from ..report.write import ReportSettings, check_shown
 from .folder import RunFolder
-from .refiner_pool import auto_workers, check_workers
+from .refiner_pool import auto_workers, check_workers, main_importable
 from .scoring import score
 
 
@@ -83,6 +84,10 @@ class RefinerWorkers(Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         workers = self.workers if self.workers is not None else auto_workers(trainer.num_devices)
+        if workers and not main_importable():
+            print("g4seg: CPU refiners run in the main process: worker processes need a main module that is a file "
+                  "(not python -c or stdin)", file=sys.stderr)  # fmt: skip
+            workers = 0
         pl_module.start_pool(workers)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:

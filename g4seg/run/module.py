@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from ..errors import ConfigError
 from ..evaluation.boundary import DEFAULT_DILATION_RATIO, GroundTruthBoundaries
@@ -159,7 +160,9 @@ class G4SegModule(L.LightningModule):
             return
         if self.producer is None:
             raise ConfigError(f"sample {todo[0].id} has no coarse mask and the datamodule names no coarse producer")
-        for sample, coarse in zip(todo, self.producer.produce(todo)):
+        with record_function("g4seg.coarse"):
+            produced = self.producer.produce(todo)
+        for sample, coarse in zip(todo, produced):
             sample.coarse = coarse
 
     @torch.no_grad()
@@ -223,7 +226,8 @@ class G4SegModule(L.LightningModule):
                         probs = self._resolve(spec, depth - 1, sample, steps)[0]
                     gen = generated[spec.injector].get(sample.id) if spec.injector else None
                     start = time.perf_counter()
-                    refined = spec.refiners[depth].refine(sample, probs, gen)
+                    with record_function(f"g4seg.refine.{type(spec.refiners[depth]).__name__}"):
+                        refined = spec.refiners[depth].refine(sample, probs, gen)
                     steps[(sample.id, self.steps[spec.name][depth])] = (refined, time.perf_counter() - start)
             steps = self.start_pooled(samples, generated, steps)  # the next depth's CPU steps, as inputs finish
         return steps

@@ -9,15 +9,18 @@ as NumPy arrays (plain pickles: no shared-memory tensors to leak) and returns th
 probabilities with the seconds they took in the worker. The workers are forked from a
 forkserver that imported torch and the strategies once, so a second run in one process
 starts its pool in well under a second, and a CUDA context in the parent is never forked.
+A worker ends by itself when the run's process is gone (see `_watch`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
+from pathlib import Path
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
@@ -41,6 +44,15 @@ def auto_workers(processes_on_node: int = 1) -> int:
     return share if share >= 2 else 0
 
 
+def main_importable() -> bool:
+    """Workers of a forkserver import the main module again (multiprocessing's rule): it must
+    be a file or a module (`python -m`, a console script, pytest), not `-c` code or stdin."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(main, "__file__", None)
+    return bool(spec is not None and spec.name) or bool(path and Path(path).is_file())
+
+
 def check_workers(workers: int | None) -> int | None:
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 0):
         raise ConfigError(f"--refiner_workers must be a whole number >= 0 (0: in the main process), got {workers!r}")
@@ -50,18 +62,36 @@ def check_workers(workers: int | None) -> int | None:
 def leave_signals_to_the_run() -> None:
     """A worker ignores SIGINT and SIGTERM: Ctrl-C and a scheduler signal the whole process
     group, and the run stops itself after its batch in flight (`stopping.py`), which needs
-    its workers. It dies with its parent instead (Linux), so a run killed with -9 leaves
-    no worker behind."""
+    its workers."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+
+
+def _alive(pid: int) -> bool:
     try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # killed but not yet reaped by its own parent
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] not in ("Z", "X")
+    except OSError:
+        return True  # no /proc: trust kill(0)
 
 
-def _start(refiners: dict[str, Refiner]) -> None:
+def _watch(run_pid: int) -> None:
+    """Ends the worker when the run's process is gone (kill -9, a crash): a pool's workers
+    hold each other's pipes open and their parent is the forkserver, so neither an EOF nor a
+    parent-death signal would ever reach them; with them gone, the forkserver exits too."""
+    while _alive(run_pid):
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _start(refiners: dict[str, Refiner], run_pid: int) -> None:
     leave_signals_to_the_run()
+    threading.Thread(target=_watch, args=(run_pid,), name="g4seg-run-watch", daemon=True).start()
     torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
     try:
         import cv2
@@ -120,7 +150,7 @@ class RefinerPool:
         modules = sorted({type(r).__module__ for r in refiners.values()})
         context.set_forkserver_preload(["torch", "numpy", "g4seg.run.pool_server", *modules])
         cpu = {k: r.to("cpu") if hasattr(r, "to") else r for k, r in refiners.items()}
-        self._executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(cpu,))
+        self._executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(cpu, os.getpid()))
 
     def submit(self, key: str, sample: Sample, probs: ClassProbs, generated: Generated | None) -> Future:
         return self._executor.submit(_refine, key, pack(sample, probs, generated))

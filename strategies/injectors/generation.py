@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from torch.profiler import record_function
 import torch.nn.functional as F
 
 from g4seg.classes import prompt_name
@@ -283,14 +284,19 @@ class DiffusionInjector(Injector):
         if not len(jobs):
             return list(results.values())
         with self.autocast():
-            x0 = self.encode_images(samples)[jobs.sample_index].float()
-            text, added = self.encode_prompts(jobs.prompts)
+            with record_function("g4seg.vae_encode"):
+                x0 = self.encode_images(samples)[jobs.sample_index].float()
+            with record_function("g4seg.text_encode"):
+                text, added = self.encode_prompts(jobs.prompts)
             step = self.max_batch or len(jobs)
             parts = [slice(start, start + step) for start in range(0, len(jobs), step)]
-            x0_hat = torch.cat([self.regenerate(jobs.subset(p), x0[p], text[p], {k: v[p] for k, v in added.items()})
-                                for p in parts])  # fmt: skip
-            decoded = self.vae.decode(x0_hat.to(self.vae.dtype) / self.vae.config.scaling_factor + self.latent_shift).sample
-        images = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            with record_function("g4seg.unet"):
+                x0_hat = torch.cat([self.regenerate(jobs.subset(p), x0[p], text[p], {k: v[p] for k, v in added.items()})
+                                    for p in parts])  # fmt: skip
+            with record_function("g4seg.vae_decode"):
+                decoded = self.vae.decode(x0_hat.to(self.vae.dtype) / self.vae.config.scaling_factor + self.latent_shift).sample
+        with record_function("g4seg.images_to_host"):
+            images = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         per_sample: dict[str, list] = {s.id: [] for s in samples}
         for img, i, c in zip(images, jobs.sample_index, jobs.class_ids):
             h, w = samples[i].size

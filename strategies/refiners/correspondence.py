@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.profiler import record_function
 
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Refiner
@@ -138,12 +139,15 @@ class Correspondence(Refiner):
             return probs.with_probs(probs.probs, f"no update ({self.disabled})")
         probs = self.soft_input(sample, probs)
         images = [sample.image] + [generated.image_for(c) for _, c in fg]
-        feats = self.encoder.features(images).cpu()  # original and every class's image, one forward
+        with record_function("g4seg.clip_features"):
+            feats = self.encoder.features(images)  # original and every class's image, one forward
+        with record_function("g4seg.matching"):  # on the features' device; only the cell indices come back
+            matches = torch.stack([match_cells(gen, feats[0]) for gen in feats[1:]]).cpu()
         h, w = probs.size
         out = probs.probs.clone()
         gained = torch.zeros(h, w)
-        for (k, _), gen in zip(fg, feats[1:]):
-            rows, cols = source_pixels(match_cells(gen, feats[0]), self.encoder.grid, h, w)
+        for (k, _), match in zip(fg, matches):
+            rows, cols = source_pixels(match, self.encoder.grid, h, w)
             out[k] = sca_update(probs.probs[k], rows, cols, self.beta, self.low, self.high)
             gained += out[k] - probs.probs[k]
         changed = gained != 0
