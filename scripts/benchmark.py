@@ -308,6 +308,66 @@ def report_table(args) -> None:
               f"built in {seconds:.1f} s (bootstrap and plots included), {size / 1e6:.1f} MB ({thumbs} thumbnails)")
 
 
+def pool_table(args) -> None:
+    """DenseCRF alone on --stage-images real VOC images: serially in this process, and in the
+    worker pool of 1 and 2 processes (the module's own scheduling over one batch); equal masks."""
+    from benchmark_ddp import link_farm
+
+    from g4seg.run.module import G4SegModule, StrategySpec
+    from strategies.refiners import DenseCRF
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        link_farm(Path(args.root).parents[1] / "real" / "voc2012", data, args.stage_images)
+        dm = VOCFolderDataModule(str(data))
+        dm.setup()
+        samples = [dm.dataset[i] for i in range(len(dm.dataset))]
+    print(f"\nDenseCRF on {len(samples)} real VOC images, the module's step scheduling, {os.cpu_count()} CPUs")
+    print(f"{'':<22} {'s/image':>9} {'x serial':>9}")
+    reference, serial = None, None
+    for workers in (0, 1, 2):
+        module = G4SegModule([StrategySpec("crf", [DenseCRF()])], class_names=samples[0].class_names)
+        module.start_pool(workers)
+        try:
+            if module.pool is not None:  # workers started and warm before the clock
+                module.assemble(samples[0], module.run_batch(samples[:1], {}))
+            start = time.perf_counter()
+            labels = [module.assemble(s, steps)[1]["crf"] for steps in [module.run_batch(samples, {})] for s in samples]
+            seconds = time.perf_counter() - start
+        finally:
+            module.stop_pool()
+        reference = reference or labels
+        serial = serial or seconds
+        same = all(torch.equal(a, b) for a, b in zip(labels, reference))
+        print(f"{'serial' if not workers else f'{workers} worker(s)':<22} {seconds / len(samples):>9.4f} "
+              f"{serial / seconds:>8.2f}x   masks equal to serial: {same}")
+
+
+NESTED = ("clip_features", "matching")  # ranges inside refine.Correspondence
+
+
+def stages_table(args) -> None:
+    """A whole `g4seg predict` of the demo strategies on --stage-images real VOC images with
+    the per-stage profile (scripts/stage_profile.py): ms per image of each stage, and the
+    harness's wall time over the sum of the model stages (1.0 = no overhead left)."""
+    import stage_profile
+    from benchmark_ddp import link_farm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        link_farm(Path(args.root).parents[1] / "real" / "voc2012", data, args.stage_images)
+        profile = stage_profile.profile_predict(["--config", args.stage_config, "--data.init_args.root", str(data),
+                                                 "--output_dir", str(Path(tmp) / "run"), "--scoring.bootstrap", "0",
+                                                 "--data.init_args.batch_size", "2"])  # fmt: skip
+    window = profile["window"]
+    model = sum(v["cpu_ms_per_image"] for k, v in window["stages"].items() if k not in NESTED)
+    print(f"\nper-stage profile of `g4seg predict --config {args.stage_config}` on {args.stage_images} images "
+          f"({torch.get_num_threads()} threads)")
+    print(stage_profile.table(profile))
+    print(f"wall / model stages: {window['wall_ms_per_image'] / model:.2f} ({window['wall_ms_per_image']:.0f} ms vs "
+          f"{model:.0f} ms per image in the window; CPU refiners in the worker pool are not in the model stages)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["tiny", "sd21"], default="tiny")
@@ -317,7 +377,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "demo" / "voc2012"))
     parser.add_argument("--only", nargs="+", default=["injectors", "inversion", "cascadepsp", "segrefiner", "producers", "metrics", "report", "sam"],
-                        choices=["injectors", "inversion", "cascadepsp", "segrefiner", "producers", "metrics", "report", "sam", "ddp"])
+                        choices=["injectors", "inversion", "cascadepsp", "segrefiner", "producers", "metrics", "report", "sam", "ddp", "stages", "pool"])
+    parser.add_argument("--stage-images", type=int, default=16, help="images for --only stages (bundled real ones, repeated)")
+    parser.add_argument("--stage-config", default="configs/demo.yaml", help="the config --only stages profiles")
     parser.add_argument("--ddp-images", type=int, default=200, help="images for --only ddp (bundled ones, repeated)")
     parser.add_argument("--ddp-launch", nargs="+", choices=["lightning", "torchrun"], default=["lightning", "torchrun"])
     parser.add_argument("--sam-model", default="tiny", help="SAM for --only sam: tiny, or a checkpoint folder")  # fmt: skip
@@ -328,6 +390,12 @@ def main() -> None:
         ddp_table(args.ddp_images, args.ddp_launch)
         if args.only == ["ddp"]:
             return
+    if "stages" in args.only:
+        stages_table(args)
+    if "pool" in args.only:
+        pool_table(args)
+    if set(args.only) <= {"ddp", "stages", "pool"}:
+        return
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
 
     dm = VOCFolderDataModule(args.root)
