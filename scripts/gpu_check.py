@@ -268,17 +268,18 @@ def flow(out: Results, samples, args) -> None:
             torch.cuda.empty_cache()
 
 
-CONFIG = """seed_everything: 0
-trainer: {{accelerator: {accelerator}, devices: {devices}, strategy: {strategy}}}
-data:
+DATA = """data:
   class_path: datamodules.VOCFolderDataModule
   init_args:
     root: {data}
     classes: voc
     coarse: {{class_path: datamodules.SyntheticDegradation, init_args: {{iou_range: [10, 95], soften_sigma: 3.0}}}}
     batch_size: {batch}
-    num_workers: 2
-model:
+    num_workers: {workers}
+"""
+CONFIG = """seed_everything: 0
+trainer: {{accelerator: {accelerator}, devices: {devices}, strategy: {strategy}}}
+{data_block}model:
   injectors:
     emi: {{class_path: strategies.injectors.AttentionInjection, init_args: {{model: {sd}, timestep: 400, mode: add, alpha: 10.0}}}}
   strategies:
@@ -304,8 +305,8 @@ def harness(out: Results, paths: dict, args, work: Path) -> None:
         psp = paths["cascadepsp_size"].strip("{}")
         template = CONFIG + (OTHERS if args.e2e_strategies == "all" else "")
         config.write_text(template.format(
-            accelerator="gpu" if gpus else "cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", data=data,
-            batch=args.batch, sd=paths["sd"], clip=paths["clip"], clip_size="image_size: 448, " if args.size == "real" else "",
+            accelerator="gpu" if gpus else "cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+            data_block=DATA.format(data=data, batch=args.batch, workers=args.loader_workers), sd=paths["sd"], clip=paths["clip"], clip_size="image_size: 448, " if args.size == "real" else "",
             cascadepsp=paths["cascadepsp"], L=900 if args.size == "real" else 256, psp_size=psp + ", " if psp else "",
             sam=paths["sam"]))  # fmt: skip
         run = work / f"e2e_run_{devices}"
@@ -359,15 +360,7 @@ def stages(out: Results, paths: dict, args, work: Path) -> None:
         nodes = "\n".join("  - " + STRATEGY_NODES[s].format(correspondence=correspondence) for s in strategies)
         config.write_text(f"""seed_everything: 0
 trainer: {{accelerator: {"gpu" if gpu else "cpu"}, devices: 1}}
-data:
-  class_path: datamodules.VOCFolderDataModule
-  init_args:
-    root: {data}
-    classes: voc
-    coarse: {{class_path: datamodules.SyntheticDegradation, init_args: {{iou_range: [10, 95], soften_sigma: 3.0}}}}
-    batch_size: {args.batch}
-    num_workers: {args.loader_workers}
-model:
+{DATA.format(data=data, batch=args.batch, workers=args.loader_workers)}model:
   injectors:
     emi: {{class_path: strategies.injectors.AttentionInjection, init_args: {{model: {paths["sd"]}, timestep: 400, mode: add, alpha: 10.0}}}}
   strategies:
