@@ -17,37 +17,15 @@ import yaml
 
 from ..classes import resolve_classes
 from ..errors import ConfigError
+from .overrides import arg_pairs, config_node
 
 KEYS = ("data.init_args.classes", "output_dir")
-
-
-def _pairs(args: list[str]) -> dict[str, str]:
-    found, i = {}, 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            found[key] = value
-        elif arg.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--"):
-            found[arg[2:]] = args[i + 1]
-            i += 1
-        i += 1
-    return found
-
-
-def _get(node, key: str):
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def settings(args: list[str]) -> dict[str, object]:
     """The values of KEYS as the command sets them (later sources win), where readable."""
     out: dict[str, object] = {}
-    overrides = _pairs(args)
-    for key, value in overrides.items():
+    for key, value in arg_pairs(args):
         if key == "config":
             try:
                 config = yaml.safe_load(Path(value).read_text()) or {}
@@ -55,7 +33,7 @@ def settings(args: list[str]) -> dict[str, object]:
                 return {}  # the full parser names what is wrong with it
             if isinstance(config, dict):
                 for k in KEYS:
-                    found = _get(config, k)
+                    found = config_node(config, k)
                     if found is not None:
                         out[k] = found
         elif key in KEYS:

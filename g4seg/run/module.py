@@ -80,9 +80,9 @@ class G4SegModule(L.LightningModule):
         self.boundary_dilation = boundary_dilation
         self.producer: CoarseProducer | None = None
         self.steps = self._chain_steps()
-        # True under the CLI: the writer thread computes the counts while the device runs the
-        # next batch; direct callers of predict_step get finished results
-        self.defer_counts = False
+        # set by a background writer: its thread assembles the results (label maps, notes, counts,
+        # the pool's steps) while the device runs the next batch; otherwise results come finished
+        self.defer_results = False
         self.pool: RefinerPool | None = None  # worker processes for the CPU refiners (start_pool)
 
     @property
@@ -260,7 +260,7 @@ class G4SegModule(L.LightningModule):
     @torch.no_grad()
     def refine_sample(self, sample: Sample, generated: dict[str, dict[str, Generated]], injector_seconds: dict[str, float],
                       steps: dict | None = None) -> SampleResult:  # fmt: skip
-        """The sample's result; with `defer_counts` its label maps, notes and counts are left
+        """The sample's result; with `defer_results` its label maps, notes and counts are left
         to `SampleResult.finish` (the writer thread), which also waits for the pool's steps."""
         steps = self.run_batch([sample], generated) if steps is None else steps
 
@@ -291,7 +291,7 @@ class G4SegModule(L.LightningModule):
             digests=sample.digests,
             pending=finish,
         )
-        return result if self.defer_counts else result.finish()
+        return result if self.defer_results else result.finish()
 
     @staticmethod
     def pool_key(key: tuple) -> str:

@@ -22,21 +22,24 @@ from ..errors import ConfigError
 CLASS_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*\.[A-Z]\w*$")
 
 
-def _pairs(args: list[str]) -> list[tuple[str, str]]:
+def arg_pairs(args: list[str]) -> list[tuple[str, str]]:
+    """(key, value) of each `--key value` / `--key=value`, in order; a `--flag` followed by
+    another option pairs with nothing (as the parser reads it)."""
     pairs, i = [], 0
     while i < len(args):
         arg = args[i]
         if arg.startswith("--") and "=" in arg:
             key, value = arg[2:].split("=", 1)
             pairs.append((key, value))
-        elif arg.startswith("--") and i + 1 < len(args):
+        elif arg.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--"):
             pairs.append((arg[2:], args[i + 1]))
             i += 1
         i += 1
     return pairs
 
 
-def _node(config: dict, key: str):
+def config_node(config: dict, key: str):
+    """The value at a dotted key of a config, or None."""
     node = config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -89,7 +92,7 @@ def check_class_swaps(args: list[str]) -> None:
     """Raises ConfigError for a class swapped on the command line that would inherit arguments."""
     import yaml
 
-    pairs = _pairs(args)
+    pairs = arg_pairs(args)
     configs = [value for key, value in pairs if key == "config"]
     given = {key for key, _ in pairs}
 
@@ -112,7 +115,7 @@ def check_class_swaps(args: list[str]) -> None:
                 given |= {f"{target}.init_args.{k}" for k in (block.get("init_args") or {})} if isinstance(block, dict) else set()
             if not CLASS_PATH.match(new):
                 continue
-            old = _node(config, target)
+            old = config_node(config, target)
             if not isinstance(old, dict) or "class_path" not in old or old["class_path"] == new:
                 continue
             init_args = old.get("init_args") or {}

@@ -20,8 +20,8 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -144,14 +144,15 @@ class RefinerPool:
     """
 
     def __init__(self, refiners: dict[str, Refiner], workers: int) -> None:
-        self.refiners, self.workers = refiners, workers
         context = multiprocessing.get_context("forkserver")
         # imported once by the server, not by every worker (the core names no strategy module itself)
         # pool_server: the server ignores SIGINT/SIGTERM, and its workers inherit that from their start
         modules = sorted({type(r).__module__ for r in refiners.values()})
         context.set_forkserver_preload(["torch", "numpy", "g4seg.run.pool_server", *modules])
-        cpu = {k: r.to("cpu") if hasattr(r, "to") else r for k, r in refiners.items()}
-        self._executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(cpu, os.getpid()))
+        # pickled once per worker as they are: the pool starts at setup, before Lightning moves
+        # the module to its device, so a CPU refiner's tensors are still on the CPU
+        self._executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start,
+                                             initargs=(refiners, os.getpid()))  # fmt: skip
 
     def submit(self, key: str, sample: Sample, probs: ClassProbs, generated: Generated | None) -> Future:
         return self._executor.submit(_refine, key, pack(sample, probs, generated))

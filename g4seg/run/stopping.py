@@ -35,7 +35,8 @@ class StopOnSignal(Callback):
     """Args:
     folder: the run folder (where the stop file goes).
     progress: says how far the run got (the run folder's count of finished samples).
-    before_stop: called before the run stops (the writer's drain: what was computed is written).
+    before_stop: called before the run stops (the writer's abandon: the result being written is
+        finished, what is still queued is left to the resume).
     """
 
     def __init__(self, folder: str | Path, progress=None, before_stop=None) -> None:

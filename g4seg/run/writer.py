@@ -57,11 +57,11 @@ class ResultWriter(BasePredictionWriter):
         # the writer thread's seconds per stage (its own clock: benchmarks read it)
         self.seconds: collections.Counter[str] = collections.Counter()
 
-    # the module leaves the counts to this thread when it writes in the background
+    # the module leaves assembling its results to this thread when it writes in the background
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.background is None:
             self.background = pl_module.device.type != "cpu"
-        pl_module.defer_counts = self.background
+        pl_module.defer_results = self.background
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         self.put(list(prediction or []))

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from torch.profiler import record_function
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from g4seg.classes import prompt_name
 from g4seg.errors import ConfigError
