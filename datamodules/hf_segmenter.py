@@ -1,10 +1,15 @@
 """Any `transformers` semantic-segmentation model as the coarse source (G4Seg's Table V:
 SegFormer and Mask2Former masks on ADE20K, refined).
 
-The model's classes are its `id2label` names; each is mapped to the dataset class of the
-same name (case and the synonyms after ";" or "," ignored) or as `mapping` says, and a
-dataset class gets the summed probability of the model classes mapped to it. Model classes
-that map to no dataset class count as background, and the sample's notes say how many.
+The model's classes are its `id2label` names; each is mapped as `mapping` says, else to the
+dataset class named by the first of its synonyms (in the order the label writes them, case
+ignored) that names one, else to the first that is an alias of one (`classes.NAME_ALIASES`:
+VOC's "diningtable" is a "table"), else to background; a dataset class gets the summed
+probability of the model classes mapped to it, and the notes say how many map to none.
+Written order, not a set, decides, so the mapping is the same in every process. A label is
+split into synonyms at "," and ";", except ADE20K's 150 labels, which are read in all three
+spellings of their checkpoints (`g4seg.ade20k_names`: CSAIL's "pool;table;billiard;table"
+is the pool table, not a table).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from g4seg.ade20k_names import ade20k_synonyms
+from g4seg.classes import NAME_ALIASES
 from g4seg.errors import ConfigError
 from g4seg.models.hf_segmentation import HF_SEG_GET, load_segmenter, semantic_probs
 from g4seg.types import ClassProbs
@@ -25,8 +32,33 @@ TINY_LABELS = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]  # fmt: skip
 
 
-def names_of(label: str) -> set[str]:
-    return {n.strip().lower() for n in re.split(r"[;,]", label) if n.strip()}
+def split_names(label: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n.strip().lower() for n in re.split(r"[;,]", label) if n.strip()))
+
+
+def names_of(label: str) -> tuple[str, ...]:
+    """A model label's synonyms in written order."""
+    known = ade20k_synonyms(label)
+    return known if known is not None else split_names(label)
+
+
+def label_targets(model_labels: Sequence[str], class_names: Sequence[str], mapping: dict[str, str]) -> list[int]:
+    """The dataset class id of each model label (0: none)."""
+    exact: dict[str, int] = {}
+    alias: dict[str, int] = {}
+    for c, name in enumerate(class_names):
+        for n in split_names(name):  # a dataset's own names, never widened to their synonyms
+            exact.setdefault(n, c)
+        for n in NAME_ALIASES.get(name.strip().lower(), ()):
+            alias.setdefault(n, c)
+    ids = []
+    for label in model_labels:
+        if label in mapping:
+            ids.append(list(class_names).index(mapping[label]))
+            continue
+        names = names_of(label)
+        ids.append(next((exact[n] for n in names if n in exact), next((alias[n] for n in names if n in alias), 0)))
+    return ids
 
 
 class HFSegmenter(ImageByImageProducer):
@@ -56,19 +88,10 @@ class HFSegmenter(ImageByImageProducer):
         """(dataset class id of each model class, how many map to a real class)."""
         key = tuple(class_names)
         if key not in self._targets:
-            index = {}
-            for c, name in enumerate(class_names):
-                for n in names_of(name):
-                    index.setdefault(n, c)
             for label, target in self.mapping.items():
                 if target not in class_names:
                     raise ConfigError(f"HFSegmenter mapping: {label!r} -> {target!r}, not a class of the dataset")
-            ids = []
-            for label in self.model_labels:
-                if label in self.mapping:
-                    ids.append(list(class_names).index(self.mapping[label]))
-                else:
-                    ids.append(next((index[n] for n in names_of(label) if n in index), 0))
+            ids = label_targets(self.model_labels, class_names, self.mapping)
             self._targets[key] = (torch.tensor(ids), sum(1 for i in ids if i != 0))
         return self._targets[key]
 

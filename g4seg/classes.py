@@ -68,6 +68,13 @@ PROMPT_NAMES = {
     "tvmonitor": "tv monitor", "motorbike": "motorbike", "bedclothes": "bedclothes",
 }  # fmt: skip
 
+# Other label sets' words for VOC's compact names, matched after exact names (a model's
+# "table" becomes VOC's diningtable, but its "coffee table" does not: that is no alias).
+NAME_ALIASES = {
+    "aeroplane": ("airplane",), "diningtable": ("dining table", "table"), "motorbike": ("motorcycle",),
+    "pottedplant": ("potted plant", "plant"), "sofa": ("couch",), "tvmonitor": ("tv monitor", "tv", "monitor"),
+}  # fmt: skip
+
 
 def resolve_classes(classes: str | list[str]) -> list[str]:
     """A preset name, a path to a text file (one name a line, background first), or a list."""
