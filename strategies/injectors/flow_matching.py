@@ -8,6 +8,12 @@ sigma = t_s / 1000 before the model's timestep shift (SD3: sigma' = s sigma / (1
 sigma), shift s = 3; Flux: the exponential shift exp(mu) / (exp(mu) + 1 / sigma - 1), mu from
 the image's token count), as diffusers' `FlowMatchEulerDiscreteScheduler` shifts the sigmas
 it is given; its `scale_noise` and `step` are the tests' oracle.
+
+That is `noise: paper`, what diffusers' img2img pipelines do at strength t_s / 1000; it
+leaves the flow models far noisier than SD at the same t_s (SD3: sigma 0.667, a signal-to-
+noise ratio ((1 - sigma) / sigma)^2 of 0.25, against 0.74 for SD's DDPM at t = 400). The paper
+never ran them, so `noise: matched_snr` offers the sigma of SD's SNR at t_s instead (0.538 at
+400), the like-for-like noise level for Table IX's comparison of backbones.
 """
 
 from __future__ import annotations
@@ -28,6 +34,19 @@ def flow_sigma(timestep: int, num_train_timesteps: int = 1000, shift: float = 1.
     return shift * sigma / (1.0 + (shift - 1.0) * sigma)
 
 
+NOISE_LEVELS = ("paper", "matched_snr")
+SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}  # SD 1.x / 2.x's DDPM
+
+
+def matched_snr_sigma(timestep: int, num_train_timesteps: int = 1000) -> float:
+    """The flow sigma whose x_t has the signal-to-noise ratio of SD's DDPM x_t at t_s:
+    ((1 - sigma) / sigma)^2 = alpha_bar / (1 - alpha_bar)."""
+    from diffusers import DDPMScheduler
+
+    alpha_bar = float(DDPMScheduler(num_train_timesteps=num_train_timesteps, **SD_BETAS).alphas_cumprod[timestep])
+    return math.sqrt(1.0 - alpha_bar) / (math.sqrt(alpha_bar) + math.sqrt(1.0 - alpha_bar))
+
+
 def noised(x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
     return (1.0 - sigma) * x0 + sigma * noise
 
@@ -40,10 +59,13 @@ FLUX_T5_LENGTH = 512  # Flux's max_sequence_length (its pipeline's default)
 SD3_T5_LENGTH = 256  # SD3's (its pipeline's default)
 
 
-def step_sigma(models, timestep: int, resolution: int) -> float:
+def step_sigma(models, timestep: int, resolution: int, noise: str = "paper") -> float:
     """G4Seg's t_s as the model's scheduler shifts it: SD3's static shift, or Flux's
-    exponential shift with mu from the packed image's token count (its pipeline's rule)."""
+    exponential shift with mu from the packed image's token count (its pipeline's rule);
+    with `noise: matched_snr`, SD's signal-to-noise ratio at t_s instead."""
     config = models.scheduler.config
+    if noise == "matched_snr":
+        return matched_snr_sigma(timestep, config.num_train_timesteps)
     if not config.use_dynamic_shifting:
         return flow_sigma(timestep, config.num_train_timesteps, float(config.shift))
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift

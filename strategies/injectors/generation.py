@@ -19,14 +19,11 @@ it, so pixel correspondence is exact after resizing back).
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.profiler import record_function
 
 from g4seg.classes import prompt_name
@@ -35,63 +32,15 @@ from g4seg.interfaces import Injector
 from g4seg.models.diffusion import SD_REPO, load_diffusion
 from g4seg.models.hub import hub_command
 from g4seg.precision import autocast, check_precision
-from g4seg.seeding import stable_seed
 from g4seg.types import Generated, Sample
 
-from .flow_matching import FLUX_T5_LENGTH, SD3_T5_LENGTH, flow_prompts, noised, step_sigma, velocity, x0_from_velocity
+from .flow_matching import (FLUX_T5_LENGTH, NOISE_LEVELS, SD3_T5_LENGTH, flow_prompts, noised, step_sigma, velocity,
+                            x0_from_velocity)  # fmt: skip
 from .inversion import ddim_invert, inversion_timesteps, optimise_null_text
+from .jobs import Jobs, class_token_mask, clip_token_ids, noise_for  # noqa: F401 (noise_for: imported from here)
 
 INVERSIONS = ("none", "ddim", "null_text")
 NULL_TEXT_GUIDANCE = 7.5  # Mokady et al.'s guidance scale, the default when null_text is chosen
-
-
-@dataclass
-class Jobs:
-    """The (sample, class) pairs of one batch, in UNet batch order."""
-
-    sample_index: list[int]  # into the batch's samples
-    sample_ids: list[str]
-    class_ids: list[int]
-    masks: torch.Tensor  # float [J, R, R], 1 inside the class's coarse mask (at generation resolution)
-    token_masks: torch.Tensor  # bool [J, L], the class-name tokens of each prompt
-    prompts: list[str]
-    names: list[str]  # dataset class name of each job
-
-    def __len__(self) -> int:
-        return len(self.class_ids)
-
-    def subset(self, idx: slice) -> Jobs:
-        return Jobs(self.sample_index[idx], self.sample_ids[idx], self.class_ids[idx], self.masks[idx],
-                    self.token_masks[idx], self.prompts[idx], self.names[idx])  # fmt: skip
-
-    def twice(self) -> Jobs:
-        """The jobs for a guided UNet call: [unconditional; conditional], same layouts."""
-        return Jobs(self.sample_index * 2, self.sample_ids * 2, self.class_ids * 2, torch.cat([self.masks] * 2),
-                    torch.cat([self.token_masks] * 2), self.prompts * 2, self.names * 2)  # fmt: skip
-
-
-def class_token_mask(tokenizer, prompt: str, name: str, length: int) -> torch.Tensor:
-    """Positions of the class name's tokens (all of them, for multi-token names) in the prompt."""
-    ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
-    sub = tokenizer(name, add_special_tokens=False).input_ids
-    mask = torch.zeros(length, dtype=torch.bool)
-    for start in range(1, length - len(sub) + 1):
-        if ids[start : start + len(sub)] == sub:
-            mask[start : start + len(sub)] = True
-            return mask
-    raise ConfigError(f"class name {name!r} not found in the tokenized prompt {prompt!r}; the prompt needs {{}} for it")
-
-
-def noise_for(sample_id: str, class_id: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(stable_seed("noise", seed, sample_id, class_id) % (2**63))
-    return torch.randn(shape, generator=generator)
-
-
-def clip_token_ids(tokenizer, prompts: list[str], device) -> torch.Tensor:
-    """CLIP token ids padded to the tokenizer's length, as SD pipelines encode prompts (the
-    injector and ControlNet fine-tuning encode theirs with it)."""
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids.to(device)  # fmt: skip
 
 
 class DiffusionInjector(Injector):
@@ -116,6 +65,10 @@ class DiffusionInjector(Injector):
         null_text_iterations, null_text_lr, null_text_epsilon: Mokady et al.'s inner loop
             (at most 10 Adam updates, lr 1e-2, stop below a loss of 1e-5).
         precision: "auto" (fp16 autocast on a GPU, fp32 on the CPU), "fp32", "fp16" or "bf16".
+        noise: SD3 / Flux only: "paper" (t_s / 1000 through the model's shift, as diffusers'
+            img2img) or "matched_snr" (SD's signal-to-noise ratio at t_s; flow_matching.py).
+        vae_latent: "mean" (the VAE posterior's mean) or "sample" (a draw from it, seeded per
+            image like the noise, as diffusers' img2img pipelines encode).
     """
 
     controlnet_source: str | None = None
@@ -137,6 +90,8 @@ class DiffusionInjector(Injector):
         null_text_lr: float = 1e-2,
         null_text_epsilon: float = 1e-5,
         precision: str = "auto",
+        noise: str = "paper",
+        vae_latent: str = "mean",
     ) -> None:
         super().__init__()
         self.precision = check_precision(type(self).__name__, precision)
@@ -158,8 +113,13 @@ class DiffusionInjector(Injector):
         if guidance is None:  # LCM's w embedding 8 (its scheduler's example), Flux-dev's guidance 3.5
             guidance = 3.5 if models.is_flux else 8.0
         self.timestep, self.prompt, self.seed, self.max_batch, self.guidance = timestep, prompt, seed, max_batch, guidance
+        if noise not in NOISE_LEVELS or vae_latent not in ("mean", "sample"):
+            raise ConfigError(f"noise must be one of {NOISE_LEVELS} and vae_latent mean or sample, got {noise!r}, {vae_latent!r}")
+        if noise != "paper" and not models.is_flow:
+            raise ConfigError(f"noise: {noise} is for the flow-matching models (SD3, Flux); SD's DDPM step is its reference")
+        self.vae_latent = vae_latent
         if models.is_flow:  # flow matching: sigma instead of alpha_bar, the velocity as output
-            self.sigma, self.prediction_type = step_sigma(models, timestep, self.resolution), "flow"
+            self.sigma, self.prediction_type = step_sigma(models, timestep, self.resolution, noise), "flow"
         else:
             self.alpha_bar = float(models.scheduler.alphas_cumprod[timestep])
             self.prediction_type = models.scheduler.config.prediction_type
@@ -182,7 +142,9 @@ class DiffusionInjector(Injector):
 
     def resolved(self) -> dict:
         """Defaults that depend on the model or on other keys, as they ran."""
-        return {**self.settings, "resolution": self.resolution, "guidance_scale": self.guidance_scale, "guidance": self.guidance}
+        noise = {"sigma": self.sigma} if self.models_info.is_flow else {"alpha_bar": self.alpha_bar}
+        return {**self.settings, "resolution": self.resolution, "guidance_scale": self.guidance_scale,
+                "guidance": self.guidance, **noise}  # fmt: skip
 
     @property
     def device(self) -> torch.device:
@@ -231,7 +193,11 @@ class DiffusionInjector(Injector):
         r = self.resolution
         batch = np.stack([cv2.resize(s.image.numpy(), (r, r), interpolation=cv2.INTER_AREA) for s in samples])
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean
+        posterior = self.vae.encode(x.to(self.vae.dtype)).latent_dist
+        latents = posterior.mean
+        if self.vae_latent == "sample":  # class id -1: a draw of its own, apart from the classes' noise
+            draws = [noise_for(s.id, -1, self.seed, tuple(latents.shape[1:])) for s in samples]
+            latents = latents + posterior.std * torch.stack(draws).to(latents.device, latents.dtype)
         return (latents - self.latent_shift) * self.vae.config.scaling_factor
 
     @property
@@ -266,16 +232,14 @@ class DiffusionInjector(Injector):
         return emb, extra
 
     def lcm_condition(self, n: int) -> dict:
-        """LCM UNets take the guidance scale as an embedding (`timestep_cond`)."""
+        """LCM UNets take the guidance scale as an embedding (`timestep_cond`), made by its pipeline's helper."""
         if not self.models_info.is_lcm:
             return {}
-        dim = self.unet.config.time_cond_proj_dim
-        w = torch.full((n,), (self.guidance - 1.0) * 1000.0, device=self.device)
-        half = dim // 2
-        freqs = torch.exp(torch.arange(half, device=self.device) * -(math.log(10000.0) / (half - 1)))
-        emb = w[:, None] * freqs[None]
-        emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
-        return {"timestep_cond": F.pad(emb, (0, dim % 2))}
+        from diffusers import LatentConsistencyModelPipeline
+
+        w = torch.full((n,), self.guidance - 1.0)
+        emb = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, self.unet.config.time_cond_proj_dim)
+        return {"timestep_cond": emb.to(self.device)}
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample]) -> list[Generated]:
