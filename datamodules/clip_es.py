@@ -7,7 +7,8 @@ ViT (OpenAI ViT-B/16, QuickGELU), one image at a time:
     "person with clothes,people,human", ...) and for its background words; each one
     L2-normalised (its zero-shot classifier with a single template);
   * image: resized (PIL bicubic) to its size rounded up to a multiple of the patch size; the
-    positional embedding upsampled bilinearly to that grid;
+    positional embedding upsampled bilinearly to that grid and rounded to float16, as its
+    `upsample_pos_emb` stores it (in float32 runs too);
   * Grad-CAM: the softmax over [the image's classes; background words] of logit_scale x the
     cosine between the mean patch token of the last block (after ln_post and the projection)
     and each text; per present class, the gradient of its probability w.r.t. the last
@@ -16,12 +17,17 @@ ViT (OpenAI ViT-B/16, QuickGELU), one image at a time:
   * class-aware attention affinity: the head-averaged attention of the last 8 blocks,
     averaged, patch tokens only; columns then rows normalised, 2 more such rounds,
     symmetrised, squared once; only columns inside the boxes around the CAM (`scoremap2bbox`,
-    threshold 0.4 of its maximum, every contour) kept; refined CAM = affinity @ CAM, min-max
+    threshold 0.4 of its maximum for VOC, 0.7 for COCO, every contour) kept; refined CAM = affinity @ CAM, min-max
     scaled and resized (bilinear) to the image; stored as float16, as CLIP-ES saves it;
   * coarse probabilities as its `eval_cam_with_crf.py` builds them: background 1 - max.
 
 Image-level labels come from the ground truth (classes in the label map), as in WSSS; the
 report names the source "CLIP-ES (labels from GT)".
+
+One deviation, stated: CLIP-ES runs a pure float16 model on a GPU; `precision: fp16` (and
+"auto" on a GPU) runs float16 *autocast* over float32 weights, which rounds differently
+(113 label pixels of one VOC image in review, where CLIP-ES's own fp32 and fp16 runs differ
+by 561); `fp32` is exact to its CPU runs.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from .coarse import ImageByImageProducer
 
 TEMPLATE = "a clean origami {}."
 AFFINITY_BLOCKS = 8
-BOX_THRESHOLD = 0.4
+BOX_THRESHOLD = 0.4  # the VOC release's; each release names its own (clip_es_names.RELEASES)
 
 
 def scale_cam(cam: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -91,14 +97,17 @@ class CLIPES(ImageByImageProducer):
     background_power: background = (1 - max CAM) ** power. 1 is what CLIP-ES's dCRF reads
         (`eval_cam_with_crf.py`); its seed evaluation (`eval_cam.py`) reports the better of 1
         and 2 on the evaluated set, so a "Seed" column needs both runs.
-    precision: "auto" (fp16 on a GPU, as CLIP-ES runs, fp32 on the CPU), "fp32", "bf16", "fp16".
+    precision: "auto" (fp16 autocast on a GPU, fp32 on the CPU), "fp32", "bf16", "fp16".
+    box_threshold: `scoremap2bbox`'s threshold of the CAM's maximum; default the release's
+        (VOC 0.4, COCO 0.7, as its two scripts).
     """
 
     FILES_NEEDED = {"pretrained": "the open_clip checkpoint: " + CLIP_GET.replace("{model}", "{clip}")}
 
     def __init__(self, clip: str = "tiny", pretrained: str | None = None, quick_gelu: bool | None = None,
                  release: str = "voc", names: list[str] | None = None, background: list[str] | None = None,
-                 background_power: float = 1.0, precision: str = "auto") -> None:  # fmt: skip
+                 background_power: float = 1.0, precision: str = "auto",
+                 box_threshold: float | None = None) -> None:  # fmt: skip
         super().__init__()
         if release not in RELEASES:
             raise ConfigError(f"CLIPES release must be one of {sorted(RELEASES)}, got {release!r}")
@@ -110,6 +119,9 @@ class CLIPES(ImageByImageProducer):
         if not background_power > 0:
             raise ConfigError(f"CLIPES background_power must be > 0, got {background_power}")
         self.background_power = float(background_power)
+        self.box_threshold = float(RELEASES[release]["box_threshold"] if box_threshold is None else box_threshold)
+        if not 0.0 <= self.box_threshold < 1.0:
+            raise ConfigError(f"CLIPES box_threshold must lie in [0, 1), got {box_threshold}")
         self.precision = check_precision("CLIPES", precision)
         self.random_weights = clip == "tiny" or not pretrained
         self.model = shared_clip(clip, pretrained, quick_gelu)  # a submodule: it follows the module's device
@@ -159,7 +171,7 @@ class CLIPES(ImageByImageProducer):
         g0 = int(np.sqrt(grid.shape[0]))
         grid = grid.T.reshape(1, -1, g0, g0)
         grid = F.interpolate(grid, size=(gh, gw), mode="bilinear", align_corners=False)
-        return torch.cat([cls, grid.reshape(grid.shape[1], -1).T])
+        return torch.cat([cls, grid.reshape(grid.shape[1], -1).T]).half().to(pos.dtype)  # as upsample_pos_emb stores it
 
     @staticmethod
     def block_with_weights(block, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,12 +216,11 @@ class CLIPES(ImageByImageProducer):
         attention = torch.stack(weights[-AFFINITY_BLOCKS:]).float().mean(0)[0, 1:, 1:].cpu()
         return np.stack(cams), attention
 
-    @staticmethod
-    def refine(cam: np.ndarray, trans: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    def refine(self, cam: np.ndarray, trans: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """The class-aware refinement of one CAM by the image's `affinity`, at `size` (width,
         height): only the columns inside the CAM's boxes act (CLIP-ES masks the matrix's
         columns; masking the CAM's entries instead is the same product, without an n x n copy)."""
-        masked = torch.from_numpy(cam * box_mask(cam)).reshape(-1, 1)
+        masked = torch.from_numpy(cam * box_mask(cam, self.box_threshold)).reshape(-1, 1)
         refined = (trans @ masked).reshape(cam.shape).numpy().astype(np.float32)
         return scale_cam(refined, size)
 

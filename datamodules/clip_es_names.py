@@ -28,5 +28,6 @@ COCO_NAMES = [
 
 COCO_BACKGROUND = [w for w in VOC_BACKGROUND if w not in ("keyboard", "sign")]
 
-RELEASES = {"voc": {"names": VOC_NAMES, "background": VOC_BACKGROUND},
-            "coco": {"names": COCO_NAMES, "background": COCO_BACKGROUND}}  # fmt: skip
+# box_threshold: `scoremap2bbox`'s threshold in generate_cams_voc12.py (0.4) and _coco14.py (0.7)
+RELEASES = {"voc": {"names": VOC_NAMES, "background": VOC_BACKGROUND, "box_threshold": 0.4},
+            "coco": {"names": COCO_NAMES, "background": COCO_BACKGROUND, "box_threshold": 0.7}}  # fmt: skip

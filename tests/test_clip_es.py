@@ -60,6 +60,8 @@ def test_grad_cam_matches_the_grad_cam_package(producer, square):
             return 8, 8
 
     clip = tiny_clip()  # the same seeded weights as the producer's, with gradients on
+    with torch.no_grad():  # CLIP-ES stores its positional embedding in float16, at every size
+        clip.visual.positional_embedding.copy_(clip.visual.positional_embedding.half().float())
     fg, bg = producer.text_features()
     fg = fg[[0, 14, 6]]  # three classes: aeroplane, person, car
     x = producer.image_tensor(square)
@@ -91,7 +93,7 @@ def test_block_and_attention_weights_follow_open_clip_and_the_equations(producer
     torch.testing.assert_close(weights[0], expected, atol=1e-6, rtol=1e-5)
 
 
-def numpy_boxes(cam: np.ndarray, threshold: float = 0.4) -> np.ndarray:
+def numpy_boxes(cam: np.ndarray, threshold: float) -> np.ndarray:
     """scoremap2bbox's boxes from 8-connected components (SciPy), not from OpenCV contours."""
     h, w = cam.shape
     gray = (cam * 255).astype(np.uint8)
@@ -102,7 +104,7 @@ def numpy_boxes(cam: np.ndarray, threshold: float = 0.4) -> np.ndarray:
     return mask
 
 
-def numpy_refine(cam: np.ndarray, attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def numpy_refine(cam: np.ndarray, attention: np.ndarray, size: tuple[int, int], threshold: float = 0.4) -> np.ndarray:
     import cv2
 
     t = attention.astype(np.float64)
@@ -110,7 +112,7 @@ def numpy_refine(cam: np.ndarray, attention: np.ndarray, size: tuple[int, int]) 
         t = t / t.sum(0, keepdims=True)
         t = t / t.sum(1, keepdims=True)
     t = (t + t.T) / 2
-    t = (t @ t) * numpy_boxes(cam).reshape(1, -1)
+    t = (t @ t) * numpy_boxes(cam, threshold).reshape(1, -1)
     refined = (t @ cam.reshape(-1, 1).astype(np.float64)).reshape(cam.shape)
     refined = (refined - refined.min()) / (1e-7 + (refined - refined.min()).max())
     return cv2.resize(refined.astype(np.float32), size)
@@ -124,7 +126,12 @@ def test_boxes_affinity_and_refinement_match_a_numpy_rederivation(producer, real
     for _ in range(20):  # blobs with holes, touching the borders, several components
         cam = ndimage.gaussian_filter(rng.random((24, 31)), 2.0)
         cam = (cam - cam.min()) / (cam.max() - cam.min())
-        np.testing.assert_array_equal(box_mask(cam), numpy_boxes(cam))
+        for threshold in (0.4, 0.7):
+            np.testing.assert_array_equal(box_mask(cam, threshold), numpy_boxes(cam, threshold))
+    from datamodules import CLIPES
+
+    coco = CLIPES(clip="tiny", release="coco")
+    assert (producer.box_threshold, coco.box_threshold) == (0.4, 0.7)
     dm = VOCFolderDataModule(str(real_voc), limit=2)
     dm.setup()
     for i in range(2):
@@ -137,6 +144,8 @@ def test_boxes_affinity_and_refinement_match_a_numpy_rederivation(producer, real
         for cam in cams:
             np.testing.assert_allclose(producer.refine(cam, trans, (w, h)),
                                        numpy_refine(cam, attention.numpy(), (w, h)), atol=1e-4)  # fmt: skip
+            np.testing.assert_allclose(coco.refine(cam, trans, (w, h)),  # generate_cams_coco14.py's 0.7
+                                       numpy_refine(cam, attention.numpy(), (w, h), 0.7), atol=1e-4)  # fmt: skip
 
 
 def test_seeds_on_the_bundled_images_under_inference_mode(producer, real_voc):
@@ -186,7 +195,8 @@ def numpy_bilinear(grid: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 
 def test_image_size_and_positional_embedding_as_clip_es_prepares_them(producer, real_voc):
     """Image: torchvision's Resize((h', w'), BICUBIC) on the PIL image, h' and w' rounded up
-    to the patch; positional grid: bilinearly upsampled (CLIP-ES's `upsample_pos_emb`)."""
+    to the patch; positional grid: bilinearly upsampled and stored as float16 (CLIP-ES's
+    `upsample_pos_emb` ends in `.half()`)."""
     from PIL import Image
     from torchvision import transforms
 
@@ -202,6 +212,7 @@ def test_image_size_and_positional_embedding_as_clip_es_prepares_them(producer, 
     pos = producer.model.visual.positional_embedding.detach()
     gh, gw = size[0] // 8, size[1] // 8
     got = producer.positional(gh, gw).detach()
-    torch.testing.assert_close(got[0], pos[0])
+    torch.testing.assert_close(got[0], pos[0].half().float())
     expected = numpy_bilinear(pos[1:].numpy().reshape(8, 8, -1), gh, gw).reshape(gh * gw, -1)
-    np.testing.assert_allclose(got[1:].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(got[1:].numpy(), expected.astype(np.float16).astype(np.float32), atol=1e-6, rtol=1e-3)
+    assert torch.equal(got, got.half().float())  # whole float16 values, the CLS token's too
