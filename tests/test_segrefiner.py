@@ -308,6 +308,23 @@ def test_refiner_changes_masks_and_states_its_early_exit():
     assert any("at most 128 px removed" in n for n in out.notes)
 
 
+def test_a_refined_value_of_exactly_one_half_is_foreground_as_released(monkeypatch):
+    """The release thresholds its soft mask with >= 0.5 (`semantic.py`'s global_mask and its
+    output); the label map must agree at the boundary value and around it."""
+    import strategies.refiners.segrefiner as segrefiner
+
+    sample, probs = _sample()
+    fg = [c for _, c in probs.foreground() if bool((probs.labels() == c).any())]
+    values = torch.tensor([0.5, np.nextafter(np.float32(0.5), np.float32(0)), 0.7, 0.2, 0.5000001], dtype=torch.float32)
+    soft = values[torch.arange(64 * 64) % len(values)].reshape(1, 64, 64).expand(len(fg), -1, -1).clone()
+    soft[1:] = 0.0  # one class carries the values, the others are empty
+    h, w = probs.probs.shape[1:]
+    monkeypatch.setattr(segrefiner, "refine_semantic", lambda *a, **k: (soft[:, :h, :w], []))
+    out = SegRefiner(model_size=16).refine(sample, probs, None)
+    released = soft[0, :h, :w] >= 0.5  # the release's binary mask
+    assert released.sum() > 0 and torch.equal(out.labels() == fg[0], released)
+
+
 def test_settings_are_checked():
     with pytest.raises(ConfigError, match="multiple of 8"):
         SegRefiner(model_size=18)

@@ -28,7 +28,8 @@ class SegRefiner(Refiner):
     """Each foreground class's current mask (argmax) refined as one binary mask; the class's
     probability becomes the refined soft mask (>= 0.5 exactly where the release's binary mask
     is 1: the windows' averaged sigmoid, elsewhere the global step's sigmoid), background
-    1 - the maximum of the classes, so overlaps go to the more confident class.
+    1 - the maximum of the classes (just below 0.5 where that maximum is exactly 0.5, which the
+    release counts as foreground), so overlaps go to the more confident class.
 
     Args:
         weights: "tiny" (random, offline), the released checkpoint (segrefiner_hr_latest.pth
@@ -90,6 +91,8 @@ class SegRefiner(Refiner):
         out = probs.probs.clone()
         for (k, _), p in zip(fg, refined):
             out[k] = p
-        out[0] = 1.0 - out[1:].max(0).values
+        top = out[1:].max(0).values
+        # a class at exactly 0.5 is foreground in the release (>= 0.5): background just below it, not tied
+        out[0] = torch.where(top == 0.5, torch.nextafter(top, torch.zeros_like(top)), 1.0 - top)
         note = f"class regions of at most {MIN_PIXELS} px removed (SegRefiner's early exit)" if emptied else None
         return probs.with_probs(out, note)
