@@ -17,6 +17,17 @@ DEFAULT_RESAMPLES = 10_000  # 1,000 left up to 5.5 points of seed-to-seed spread
 DEFAULT_SEED = 0
 
 
+def check_resampling(resamples: int, seed: int, prefix: str = "--") -> None:
+    """Resamples >= 0 (0: no intervals) and a seed numpy accepts (>= 0), named as the caller's
+    keys (`--bootstrap` / `scoring.bootstrap`)."""
+    from ..errors import ConfigError
+
+    if resamples < 0:
+        raise ConfigError(f"{prefix}bootstrap must be >= 0 (0: no intervals), got {resamples}")
+    if seed < 0:
+        raise ConfigError(f"{prefix}seed (the bootstrap's) must be >= 0, got {seed}")
+
+
 def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
     """[R, N] multiplicities of the N images in each of R resamples."""
     rng = np.random.default_rng(seed)

@@ -63,8 +63,9 @@ def check_edges(edges: Sequence[float], key: str = "model.strata_edges") -> list
     from ..errors import ConfigError
 
     edges = [float(e) for e in edges]
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ConfigError(f"strata edges ({key}) must be increasing, at least two, got {edges}")
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or not all(0.0 <= e <= 100.0 for e in edges):
+        raise ConfigError(f"strata edges ({key}) are initial IoUs in percent: at least two, increasing, each in "
+                          f"[0, 100]; got {edges}")  # fmt: skip
     return edges
 
 

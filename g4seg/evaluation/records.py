@@ -41,8 +41,40 @@ def to_record(result: SampleResult) -> dict:
     }
 
 
+FIELDS = {"seconds": (dict, "an object of numbers"), "random_weights": (list, "a list of names"),
+          "notes": (dict, "an object of lists of text"), "files": (dict, "an object of paths"),
+          "digests": (dict, "an object of hashes"), "counts": (dict, "an object of per-source counts")}  # fmt: skip
+
+
+def _malformed(path, field: str, what: str) -> RecordError:
+    return RecordError(f"{path}: field {field!r} {what}; delete it to recompute that sample")
+
+
+def _checked_fields(record: dict, path) -> None:
+    """Each field's type, so that a record edited by hand or cut short names what is wrong
+    instead of failing wherever the value is first used."""
+    for key, (kind, what) in FIELDS.items():
+        if key in record and not isinstance(record[key], kind):
+            raise _malformed(path, key, f"must be {what}, not {type(record[key]).__name__}")
+    if record.get("unscored_reason") is not None and not isinstance(record["unscored_reason"], str):
+        raise _malformed(path, "unscored_reason", "must be text or null")
+    for name, notes in record.get("notes", {}).items():
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise _malformed(path, f"notes.{name}", "must be a list of text")
+    for key in ("files", "digests"):
+        if not all(isinstance(v, str) for v in record.get(key, {}).values()):
+            raise _malformed(path, key, "must map names to text")
+    for name, c in record["counts"].items():
+        if not isinstance(c, dict):
+            raise _malformed(path, f"counts.{name}", f"must be an object, not {type(c).__name__}")
+        for key in COUNT_KEYS:
+            if key in c and not isinstance(c[key], dict):
+                raise _malformed(path, f"counts.{name}.{key}", "must map class ids to numbers")
+
+
 def from_record(record: dict, path: Path | str = "record") -> SampleResult:
     """The parts of a SampleResult that metrics and reports need (no label maps)."""
+    _checked_fields(record, path)
     try:
         counts = {}
         for name, c in record["counts"].items():
@@ -57,7 +89,7 @@ def from_record(record: dict, path: Path | str = "record") -> SampleResult:
             labels={},
             counts=counts,
             seconds={str(k): float(v) for k, v in record.get("seconds", {}).items()},
-            random_weights=list(record.get("random_weights", [])),
+            random_weights=[str(n) for n in record.get("random_weights", [])],
             notes=record.get("notes", {}),
             unscored_reason=record.get("unscored_reason"),
             files=record.get("files", {}),
@@ -67,6 +99,16 @@ def from_record(record: dict, path: Path | str = "record") -> SampleResult:
         if isinstance(e, RecordError):
             raise
         raise RecordError(f"{path}: malformed record ({type(e).__name__}: {e}); delete it to recompute that sample") from None
+
+
+def check_class_ids(result: SampleResult, num_classes: int, path) -> None:
+    """Class ids of the counts within the run's classes (a record of another dataset, or edited)."""
+    for name, sc in result.counts.items():
+        for key in COUNT_KEYS:
+            bad = sorted(c for c in getattr(sc, key) if not 0 <= c < num_classes)
+            if bad:
+                raise _malformed(path, f"counts.{name}.{key}", f"has class id {bad[0]}, outside the run's "
+                                 f"{num_classes} classes")  # fmt: skip
 
 
 def read_record(path: Path) -> SampleResult:

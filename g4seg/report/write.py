@@ -80,10 +80,15 @@ def markdown(metrics: dict, seconds: dict[str, float] | None = None, shown: Sequ
         lines.append("| " + " | ".join(cells) + " |")
     footnote = stratum_footnote(metrics)
     lines += ["", *footnote] if footnote else []
-    if "bootstrap" in metrics:
-        b = metrics["bootstrap"]
-        lines += ["", f"95% CI: paired bootstrap over images, {b['resamples']} resamples, seed {b['seed']}."]
+    lines += ["", interval_line(metrics)]
     return "\n".join(lines + note_lines(metrics)) + "\n"
+
+
+def interval_line(metrics: dict) -> str:
+    b = metrics.get("bootstrap")
+    if not b:
+        return "No confidence intervals: bootstrap 0 resamples (gains are point estimates)."
+    return f"95% CI: paired bootstrap over images, {b['resamples']} resamples, seed {b['seed']}."
 
 
 def note_lines(metrics: dict) -> list[str]:
@@ -102,9 +107,7 @@ def terminal_summary(metrics: dict, shown: Sequence[str] = SHOWN) -> str:
     """What a run prints: the winners view of the first shown metric and the notes (the
     full table is summary.md)."""
     head = f"samples: {metrics['num_samples']} (not scored, ground truth all ignore: {metrics['num_unscored']})\n\n"
-    boot = metrics.get("bootstrap")
-    tail = [f"95% CI: paired bootstrap over images, {boot['resamples']} resamples, seed {boot['seed']}."] if boot else []
-    return head + winners.terminal(metrics, shown[0]) + "\n".join(tail + note_lines(metrics)) + "\n"
+    return head + winners.terminal(metrics, shown[0]) + "\n".join([interval_line(metrics), *note_lines(metrics)]) + "\n"
 
 
 def write_report(out_dir: Path, metrics: dict, results: Sequence[SampleResult], manifest: dict,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resampling
+from ..evaluation.metrics import check_edges
 from ..evaluation.metrics import SHOWN
 from ..evaluation.summary import summarize
 from ..files import atomic_write_bytes, atomic_write_json
@@ -74,6 +75,10 @@ def compare_main(argv: list[str]) -> None:
     if len(args.runs) < 2:
         raise ConfigError("g4seg compare needs two run folders or more")
     shown = check_shown([args.metric, *[m for m in SHOWN if m != args.metric]], "--metric")
+    check_resampling(args.bootstrap, args.seed)
+    if args.edges:
+        check_edges(args.edges, "--edges")
+    out = new_folder(args.output) if args.output else None  # before the work, so a bad folder answers at once
     folders = [RunFolder.open(run) for run in args.runs]
     labels = labels_of(folders)
     results, strategies, classes = merged(folders, labels)
@@ -82,8 +87,7 @@ def compare_main(argv: list[str]) -> None:
     held = {label: len(f.ids) for label, f in zip(labels, folders)}
     print(f"compared on the {len(results)} images every run has ({', '.join(f'{k}: {v}' for k, v in held.items())})")
     print(terminal_summary(document, shown))
-    if args.output:
-        out = new_folder(args.output)
+    if out is not None:
         atomic_write_json(out / "metrics.json", {**document, "runs": {k: str(f.path.resolve()) for k, f in zip(labels, folders)}})
         atomic_write_bytes(out / "summary.md", (markdown(document, None, shown) + "\n" + per_class.markdown(document)).encode())
         print(f"comparison: {out.resolve()}/summary.md")

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RunFolderError
-from ..evaluation.records import RECORDS, load_results, read_record, record_path, stored_ids
+from ..evaluation.records import RECORDS, check_class_ids, load_results, read_record, record_path, stored_ids
 from ..files import FULL, atomic_write_json, file_digest, no_space, open_no_follow
 from ..types import BASELINE, SampleResult
 
@@ -269,6 +269,9 @@ class RunFolder:
         if result.unscored_reason is None and missing:
             raise RunFolderError(f"{record_path(self.path, result.id)}: no counts for {', '.join(missing)}; "
                                  "delete it to recompute that sample")  # fmt: skip
+        classes = (self.manifest or {}).get("class_names")
+        if classes:
+            check_class_ids(result, len(classes), record_path(self.path, result.id))
         return result
 
     @classmethod

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from lightning.pytorch.callbacks import Callback
 
 from ..errors import ConfigError
-from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resampling
 from ..evaluation.metrics import SHOWN
 from ..report.write import ReportSettings, check_shown
 from .folder import RunFolder
@@ -48,8 +48,9 @@ class Scoring(Callback):
 
     def __init__(self, folder: RunFolder, metrics: Sequence[str] = SHOWN, bootstrap: int = DEFAULT_RESAMPLES,
                  seed: int = DEFAULT_SEED, gallery: int = 12) -> None:  # fmt: skip
-        if bootstrap < 0 or gallery < 0:
-            raise ConfigError(f"scoring.bootstrap and scoring.gallery must be >= 0, got {bootstrap} and {gallery}")
+        check_resampling(bootstrap, seed, "scoring.")
+        if gallery < 0:
+            raise ConfigError(f"scoring.gallery must be >= 0, got {gallery}")
         self.folder = folder
         self.settings = ReportSettings(check_shown(metrics, "scoring.metrics"), bootstrap, seed, gallery)
         self.document: dict | None = None

@@ -8,10 +8,12 @@ about a second."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resampling
+from ..evaluation.metrics import check_edges
 from ..evaluation.metrics import SHOWN
 from ..report.write import ReportSettings, check_shown
 from .folder import RunFolder
@@ -29,6 +31,11 @@ def report_main(argv: list[str]) -> None:
     parser.add_argument("--output", help="folder for this report (default: OUTDIR/reports/N, the first free N)")
     parser.add_argument("--in-place", action="store_true", help="rewrite the run's own report files instead")
     args = parser.parse_args(argv)
+    check_resampling(0 if args.bootstrap is None else args.bootstrap, 0 if args.seed is None else args.seed)
+    if args.gallery is not None and args.gallery < 0:
+        raise ConfigError(f"--gallery must be >= 0, got {args.gallery}")
+    if args.edges:
+        check_edges(args.edges, "--edges")
     folder = RunFolder.open(args.output_dir)
     target = report_folder(folder.path, args.output, args.in_place)
     run = ((folder.manifest or {}).get("config") or {}).get("scoring") or {}
@@ -49,6 +56,12 @@ def new_folder(output: str) -> Path:
     target = Path(output)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ConfigError(f"{target}: --output must be a new or empty folder (a report is never overwritten)")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{target}: --output cannot be made here ({e.strerror or e})") from None
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ConfigError(f"{target}: --output is not writable")
     return target
 
 
@@ -66,3 +79,6 @@ def report_folder(run_dir: Path, output: str | None, in_place: bool) -> Path:
             return run_dir / "reports" / str(n)
         except FileExistsError:
             n += 1
+        except OSError as e:
+            raise ConfigError(f"{run_dir / 'reports'}: cannot hold a new report ({e.strerror or e}); "
+                              "give --output a writable folder") from None
