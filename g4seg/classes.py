@@ -98,5 +98,19 @@ def resolve_classes(classes: str | list[str]) -> list[str]:
     return names
 
 
+def check_prompt(template: str, key: str = "prompt") -> str:
+    """A prompt template with exactly one `{}`, the class name's place."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ConfigError(f"{key} {template!r} is not a template ({e}); write it with one {{}} for the class name") from None
+    if fields != [""]:
+        raise ConfigError(f"{key} {template!r} needs exactly one {{}} for the class name, and no other field; "
+                          f"it has {len(fields)}")  # fmt: skip
+    return template
+
+
 def prompt_name(name: str) -> str:
     return PROMPT_NAMES.get(name, name)

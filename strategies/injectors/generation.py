@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from g4seg.classes import prompt_name
+from g4seg.classes import check_prompt, prompt_name
 from g4seg.errors import ConfigError
 from g4seg.interfaces import Injector
 from g4seg.models.diffusion import SD_REPO, load_diffusion
@@ -112,7 +112,8 @@ class DiffusionInjector(Injector):
             raise ConfigError(f"timestep must lie in [0, {n}), got {timestep}")
         if guidance is None:  # LCM's w embedding 8 (its scheduler's example), Flux-dev's guidance 3.5
             guidance = 3.5 if models.is_flux else 8.0
-        self.timestep, self.prompt, self.seed, self.max_batch, self.guidance = timestep, prompt, seed, max_batch, guidance
+        self.timestep, self.seed, self.max_batch, self.guidance = timestep, seed, max_batch, guidance
+        self.prompt = check_prompt(prompt)
         if noise not in NOISE_LEVELS or vae_latent not in ("mean", "sample"):
             raise ConfigError(f"noise must be one of {NOISE_LEVELS} and vae_latent mean or sample, got {noise!r}, {vae_latent!r}")
         if noise != "paper" and not models.is_flow:

@@ -13,9 +13,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from g4seg.errors import ConfigError
 from g4seg.models import hub
 from g4seg.models.diffusion import CONTROLNET_REPO
 
+from .checkpoint_io import AtomicCheckpointIO
 from .examples import ControlNetTrainingData
 from .module import ControlNetFineTuning
 
@@ -57,7 +59,12 @@ class FinetuneCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """A rerun resumes from the folder's last checkpoint; every missing model or dataset
         folder in one error, before anything loads."""
-        if self.config["ckpt_path"] is None and (Path(self.config["output_dir"]) / "checkpoints" / "last.ckpt").is_file():
+        out = Path(self.config["output_dir"])
+        try:
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{out}: --output_dir cannot hold the run ({e.strerror or e}); choose another") from None
+        if self.config["ckpt_path"] is None and (out / "checkpoints" / "last.ckpt").is_file():
             self.config["ckpt_path"] = "last"
         model, data = self.config.get("model", {}), self.config.get("data", {})
         hub.require_all([
@@ -82,6 +89,7 @@ class FinetuneCLI(LightningCLI):
         kwargs["callbacks"] = [ModelCheckpoint(dirpath=out / "checkpoints", filename="{step}", save_last=True,
                                                every_n_train_steps=every, save_top_k=-1),
                                CheckpointOnStop(out / "checkpoints")]  # fmt: skip
+        kwargs["plugins"] = [*(trainer.get("plugins") or []), AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
 
@@ -92,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                       save_config_kwargs={"overwrite": True}, seed_everything_default=0)  # fmt: skip
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     out, ckpt = Path(cli.config["output_dir"]), cli.config["ckpt_path"]
+    model.check_resolution(data.resolution)
     data.setup("fit")
     if ckpt == "last" and trainer.is_global_zero:
         print(f"resuming from {out / 'checkpoints' / 'last.ckpt'} (another --output_dir starts anew)", flush=True)
@@ -112,7 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
         info = {"data": data.describe(), "losses": result, "global_batch": data.batch_size * trainer.world_size
                 * trainer.accumulate_grad_batches, "precision": str(trainer.precision), "processes": trainer.world_size}  # fmt: skip
         folder = model.save_controlnet(out / "controlnet", info)
-        val = f"validation loss {before:.4f} -> {result['val_loss_after']:.4f}; " if before is not None else ""
+        after = result["val_loss_after"]
+        val = (f"validation loss {before:.4f} -> {after:.4f}; " if before is not None and after is not None else
+               f"validation loss before {before:.4f} (no validation ran after it); " if before is not None else "")  # fmt: skip
         print(f"{result['steps']} steps; {val}ControlNet: {folder} (use it as ControlNetInjection controlnet: "
               f"{folder}); loss curve: {out / 'logs'}")  # fmt: skip
     return result

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from datamodules import VOCFolderDataModule
 from datamodules.folder import FolderDataset, find_image, inside
 from datamodules.io import read_label_map
-from g4seg.classes import prompt_name
+from g4seg.classes import check_prompt, prompt_name
 from g4seg.errors import ConfigError
 from g4seg.seeding import stable_seed
 from g4seg.types import IGNORE_INDEX
@@ -147,6 +147,7 @@ class ControlNetTrainingData(L.LightningDataModule):
         if batch_size < 1 or num_workers < 0 or val_count < 0 or resolution < 8:
             raise ConfigError(f"ControlNetTrainingData needs batch_size >= 1, num_workers >= 0, val_count >= 0, "
                               f"resolution >= 8; got {batch_size}, {num_workers}, {val_count}, {resolution}")  # fmt: skip
+        check_prompt(prompt, "data.prompt")
         self.source = VOCFolderDataModule(root, classes, None, split, image_dir, gt_dir, limit, ignore_zero=ignore_zero)
         self.val_source = (VOCFolderDataModule(root, classes, None, val_split, image_dir, gt_dir, ignore_zero=ignore_zero)
                            if val_split else None)  # fmt: skip

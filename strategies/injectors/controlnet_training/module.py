@@ -82,6 +82,13 @@ class ControlNetFineTuning(L.LightningModule):
                                   f"in {model}); start from one made for this model, or from the UNet (controlnet: null)")  # fmt: skip
         return copy.deepcopy(net)
 
+    def check_resolution(self, resolution: int) -> None:
+        """Training images must pass the VAE and every UNet downsampling whole."""
+        multiple = self.models_info.vae_scale * 2 ** (len(self.unet.config.down_block_types) - 1)
+        if resolution % multiple:
+            raise ConfigError(f"data.resolution {resolution} must be a multiple of {multiple} for {self.hparams.model} "
+                              "(the VAE's factor times the UNet's downsampling)")  # fmt: skip
+
     def train(self, mode: bool = True):
         super().train(mode)
         for frozen in (self.vae, self.unet, self.text_encoder):
