@@ -177,7 +177,7 @@ def load_checkpoint(net: RefinementNetwork, path: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # a user file: tensors and plain data only
     except Exception as e:  # noqa: BLE001 - unpickling raises many types
-        raise hub.missing(path, f"not a readable CascadePSP checkpoint ({type(e).__name__})", "the official checkpoint", CASCADEPSP_GET, "weights") from None
+        raise hub.missing(path, f"not a readable CascadePSP checkpoint ({hub.why(e)})", "the official checkpoint", CASCADEPSP_GET, "weights") from None
     try:
         if isinstance(state, dict) and "state_dict" in state:
             state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}

@@ -105,6 +105,9 @@ def load_clip(model: str, pretrained: str | None, quick_gelu: bool | None = None
                           "download?)", "the weights", get, "pretrained") from None  # fmt: skip
     except (RuntimeError, AssertionError, KeyError, ValueError) as e:  # open_clip asserts on shape mismatches
         first = (str(e).splitlines() or [type(e).__name__])[0]
+        if "PytorchStreamReader" in first:  # a zip checkpoint cut short
+            raise hub.missing(str(pretrained), f"not a readable checkpoint ({hub.why(e)})", "the weights", get,
+                              "pretrained") from None  # fmt: skip
         raise hub.missing(str(pretrained), f"cannot load as open_clip {model} (weights of another architecture?): {first}",
                           "the weights", get, "pretrained") from None  # fmt: skip
     return clip

@@ -141,8 +141,8 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
         repo = FLUX_REPO if kind == "FluxPipeline" else SD3_REPO
         try:
             pipe = getattr(diffusers, kind).from_pretrained(source)
-        except (OSError, ValueError) as e:
-            raise hub.missing(source, f"cannot load {kind}: {str(e).splitlines()[0]}", Path(repo).name,
+        except hub.load_errors() as e:
+            raise hub.missing(source, f"cannot load {kind}: {hub.why(e)}", Path(repo).name,
                               hub.hub_command(repo), config_key) from None  # fmt: skip
         return transformer_models(pipe.components, source)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -152,9 +152,9 @@ def _load_diffusion(source: str, controlnet: str | None, config_key: str) -> Dif
         try:
             kwargs = {"subfolder": subfolder} if subfolder else {}
             return cls.from_pretrained(where, **kwargs)
-        except (OSError, ValueError) as e:
+        except hub.load_errors() as e:
             part = f" (subfolder {subfolder})" if subfolder else ""
-            raise hub.missing(where, f"cannot load {cls.__name__}{part}: {str(e).splitlines()[0]}",
+            raise hub.missing(where, f"cannot load {cls.__name__}{part}: {hub.why(e)}",
                               Path(repo).name, hub.hub_command(repo), key) from None  # fmt: skip
 
     unet = load(UNet2DConditionModel, "unet")
@@ -180,8 +180,8 @@ def _load_controlnet(source: str, key: str):
 
     try:
         return ControlNetModel.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        raise hub.missing(source, f"cannot load ControlNetModel: {str(e).splitlines()[0]}", Path(CONTROLNET_REPO).name,
+    except hub.load_errors() as e:
+        raise hub.missing(source, f"cannot load ControlNetModel: {hub.why(e)}", Path(CONTROLNET_REPO).name,
                           hub.hub_command(CONTROLNET_REPO), key) from None  # fmt: skip
 
 

@@ -33,14 +33,14 @@ def load_segmenter(model: str, labels: list[str]):
     except ValueError:  # query-based models are "universal segmentation" in transformers
         try:
             net = tf.AutoModelForUniversalSegmentation.from_pretrained(model)
-        except (OSError, ValueError) as e:
-            raise hub.missing(model, f"cannot load: {str(e).splitlines()[0]}", "a segmentation model", HF_SEG_GET, "model") from None
-    except OSError as e:
-        raise hub.missing(model, f"cannot load: {str(e).splitlines()[0]}", "a segmentation model", HF_SEG_GET, "model") from None
+        except hub.load_errors() as e:
+            raise hub.missing(model, f"cannot load: {hub.why(e)}", "a segmentation model", HF_SEG_GET, "model") from None
+    except hub.load_errors() as e:
+        raise hub.missing(model, f"cannot load: {hub.why(e)}", "a segmentation model", HF_SEG_GET, "model") from None
     try:
         processor = tf.AutoImageProcessor.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        raise hub.missing(model, f"no image processor ({str(e).splitlines()[0]})", "the model folder with its "
+    except hub.load_errors() as e:
+        raise hub.missing(model, f"no image processor ({hub.why(e)})", "the model folder with its "
                           "preprocessor_config.json", HF_SEG_GET, "model") from None  # fmt: skip
     return net, processor, False
 

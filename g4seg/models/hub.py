@@ -45,6 +45,33 @@ def shared(kind: str, sources: tuple[str | None, ...], load: Callable[[], T], *s
     return _LOADED[key]  # type: ignore[return-value]
 
 
+def load_errors() -> tuple[type[BaseException], ...]:
+    """What loading a model folder or file raises when the files are missing, truncated or
+    corrupt (a weights file cut short raises SafetensorError or EOFError, a checkpoint of
+    another shape RuntimeError): each names the file and what to download, never a traceback."""
+    import pickle
+    import zipfile
+
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
+                                               RuntimeError)  # fmt: skip
+    try:
+        from safetensors import SafetensorError
+
+        errors += (SafetensorError,)
+    except ImportError:
+        pass
+    return errors
+
+
+def why(error: BaseException) -> str:
+    """The first line of an error, or its type where it has no message (EOFError())."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    corrupt = type(error).__name__ in ("SafetensorError", "EOFError", "UnpicklingError", "BadZipFile") or \
+        "PytorchStreamReader" in first  # fmt: skip
+    text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return text + ("; a truncated or corrupt download?" if corrupt else "")
+
+
 def hub_command(repo: str) -> str:
     return f"hf download {repo} --local-dir {Path(repo).name}"
 

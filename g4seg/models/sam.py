@@ -53,13 +53,13 @@ def load_sam(model: str):
     hub.require_local(model, "folder", "the SAM model", SAM_GET, "model")
     try:
         kind = model_type(model)
-    except OSError as e:
-        raise hub.missing(model, f"cannot load SAM: {str(e).splitlines()[0]}", "a SAM checkpoint", SAM_GET, "model") from None
+    except hub.load_errors() as e:
+        raise hub.missing(model, f"cannot load SAM: {hub.why(e)}", "a SAM checkpoint", SAM_GET, "model") from None
     model_cls, processor_cls, image_cls = (getattr(tf, n) for n in KINDS[kind])
     try:
         sam = model_cls.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        raise hub.missing(model, f"cannot load SAM: {str(e).splitlines()[0]}", "a SAM checkpoint", SAM_GET, "model") from None
+    except hub.load_errors() as e:
+        raise hub.missing(model, f"cannot load SAM: {hub.why(e)}", "a SAM checkpoint", SAM_GET, "model") from None
     try:
         processor = processor_cls.from_pretrained(model)
     except (OSError, ValueError, TypeError):

@@ -210,7 +210,7 @@ def load_weights(net: DenoiseUNet, path: str) -> None:
         if not isinstance(state, dict):
             raise TypeError(f"holds a {type(state).__name__}")
     except Exception as e:  # noqa: BLE001 - unpickling raises many types
-        raise hub.missing(path, f"not a readable SegRefiner checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+        raise hub.missing(path, f"not a readable SegRefiner checkpoint ({hub.why(e)})",
                           "a SegRefiner checkpoint", SEGREFINER_GET, "weights") from None  # fmt: skip
     try:
         net.load_state_dict(release_state(state), strict=True)
