@@ -15,6 +15,7 @@ so it is only done with `--trust-pickle`, for files you made yourself or trust.
 from __future__ import annotations
 
 import argparse
+import sys
 import io
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def convert_clip_es(cams: Path, out: Path, classes: str, trust_pickle: bool) -> 
     if not trust_pickle:
         raise ConfigError("CLIP-ES saves its CAMs as pickles, and loading a pickle runs code from the file; "
                           "pass --trust-pickle for files you made or trust")  # fmt: skip
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"{out}: --out must be a folder")
     files = sorted(Path(cams).glob("*.npy"))
     if not files:
         raise DataError(f"{cams}: no CLIP-ES .npy files")
@@ -52,8 +55,8 @@ def convert_clip_es(cams: Path, out: Path, classes: str, trust_pickle: bool) -> 
     for path in files:
         try:
             cam_dict = np.load(path, allow_pickle=True).item()
-        except (ValueError, OSError, EOFError) as e:
-            raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+        except Exception as e:  # noqa: BLE001 - an unpickler raises whatever the file's bytes make it raise
+            raise DataError(f"{path}: cannot read as a CLIP-ES CAM file ({type(e).__name__}: {e})") from None
         probs, class_ids = clip_es_probs(cam_dict, path, num_classes)
         buf = io.BytesIO()
         np.savez_compressed(buf, probs=probs, class_ids=class_ids)
@@ -73,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         n = convert_clip_es(args.cams, args.out, args.classes, args.trust_pickle)
     except (ConfigError, DataError) as e:
-        print(f"prepare_coarse: error: {e}")
+        print(f"g4seg: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"g4seg: error: {e.filename or args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
         return 2
     print(f"{n} CLIP-ES CAM files -> {args.out}/<id>.npz (probs: [1 - max CAM, CAMs], class_ids: [0, keys + 1])")
     return 0

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from g4seg.errors import ConfigError, DataError
 
 # COCO category ids (1-based) that are not used by the 80 thing classes
 UNUSED_THING_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
@@ -71,7 +74,7 @@ def write_layout(out: Path, samples: Iterable[tuple[str, Path, Callable[[], np.n
     ids = []
     for sample_id, image, label in samples:
         if not image.is_file():
-            raise SystemExit(f"{image}: image of sample {sample_id} is missing")
+            raise DataError(f"{image}: image of sample {sample_id} is missing")
         target = out / "JPEGImages" / f"{sample_id}{image.suffix}"
         if not target.exists():
             shutil.copyfile(image, target) if copy else os.symlink(image.resolve(), target)
@@ -83,23 +86,37 @@ def write_layout(out: Path, samples: Iterable[tuple[str, Path, Callable[[], np.n
     return len(ids)
 
 
+def stuff_labels(png: Path) -> np.ndarray:
+    """A COCO-Stuff label map: one 8-bit channel of category ids - 1 (255 unlabelled)."""
+    try:
+        with Image.open(png) as im:
+            im.load()
+            mode, labels = im.mode, np.asarray(im)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated, empty or not an image
+        raise DataError(f"{png}: unreadable COCO-Stuff label map ({type(e).__name__}: {e})") from None
+    if mode not in ("L", "P") or labels.ndim != 2:
+        raise DataError(f"{png}: a COCO-Stuff label map has one 8-bit channel of class ids, this one is {mode} "
+                        f"{labels.shape}")  # fmt: skip
+    return labels.astype(np.uint8)
+
+
 def coco_object_from_stuff(stuff: Path, split: str):
     images, labels = stuff / "images" / split, stuff / "annotations" / split
     if not labels.is_dir() or not images.is_dir():
-        raise SystemExit(f"{stuff}: expected COCO-Stuff 164k layout images/{split}/ and annotations/{split}/")
+        raise DataError(f"{stuff}: expected COCO-Stuff 164k layout images/{split}/ and annotations/{split}/")
     lut = coco_object_lut()
     for png in sorted(labels.glob("*.png")):
         if "TrainIds" not in png.name:
-            yield png.stem, images / f"{png.stem}.jpg", lambda png=png: lut[np.asarray(Image.open(png), dtype=np.uint8)]
+            yield png.stem, images / f"{png.stem}.jpg", lambda png=png: lut[stuff_labels(png)]
 
 
 def coco_object_from_instances(instances: Path, images: Path):
     try:
         from pycocotools.coco import COCO
     except ImportError:
-        raise SystemExit("--instances needs pycocotools: pip install -e '.[data]'") from None
+        raise DataError("--instances needs pycocotools: pip install -e '.[data]'") from None
     if not instances.is_file():
-        raise SystemExit(f"{instances}: COCO instances json not found")
+        raise DataError(f"{instances}: COCO instances json not found")
     coco = COCO(str(instances))
     to_class = {category: index + 1 for index, category in enumerate(THING_IDS)}
 
@@ -108,7 +125,7 @@ def coco_object_from_instances(instances: Path, images: Path):
         out = np.zeros((info["height"], info["width"]), dtype=np.uint8)
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False)):
             if ann["category_id"] not in to_class:
-                raise SystemExit(f"{instances}: annotation {ann['id']} has category {ann['category_id']}, not a COCO thing")
+                raise DataError(f"{instances}: annotation {ann['id']} has category {ann['category_id']}, not a COCO thing")
             out[coco.annToMask(ann) == 1] = to_class[ann["category_id"]]
         return out
 
@@ -122,15 +139,24 @@ def context60(annotations: Path, voc2010: Path, split_file: Path | None):
 
     split_file = split_file or voc2010 / "ImageSets" / "Main" / "val.txt"
     if not split_file.is_file():
-        raise SystemExit(f"{split_file}: split file not found (VOC2010 ImageSets/Main/val.txt is the Context val split)")
+        raise DataError(f"{split_file}: split file not found (VOC2010 ImageSets/Main/val.txt is the Context val split)")
     lut = context60_lut()
 
     def label(mat: Path) -> np.ndarray:
         if not mat.is_file():
-            raise SystemExit(f"{mat}: PASCAL Context annotation missing (expected trainval/<id>.mat)")
-        labels = np.asarray(loadmat(str(mat))["LabelMap"])
+            raise DataError(f"{mat}: PASCAL Context annotation missing (expected trainval/<id>.mat)")
+        try:
+            content = loadmat(str(mat))
+        except Exception as e:  # noqa: BLE001 - scipy raises MatReadError, ValueError, OSError, ... on bad files
+            raise DataError(f"{mat}: unreadable PASCAL Context annotation ({type(e).__name__}: {e})") from None
+        if "LabelMap" not in content:
+            raise DataError(f"{mat}: no LabelMap in it (keys: {sorted(k for k in content if not k.startswith('__'))}); "
+                            "expected the official trainval/<id>.mat")  # fmt: skip
+        labels = np.asarray(content["LabelMap"])
+        if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{mat}: LabelMap must be a 2-D integer map, got {labels.dtype} {labels.shape}")
         if labels.min() < 0 or labels.max() > 459:
-            raise SystemExit(f"{mat}: LabelMap values {labels.min()}..{labels.max()} outside the 459 labels")
+            raise DataError(f"{mat}: LabelMap values {labels.min()}..{labels.max()} outside the 459 labels")
         return lut[labels]
 
     for sample_id in (line.split()[0] for line in split_file.read_text().splitlines() if line.strip()):
@@ -162,7 +188,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.images:
             parser.error("--instances needs --images")
         samples, classes = coco_object_from_instances(args.instances, args.images), "coco_object"
-    n = write_layout(args.out, samples, args.copy)
+    try:
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"{args.out}: --out must be a folder")
+        n = write_layout(args.out, samples, args.copy)
+    except (DataError, ConfigError) as e:
+        print(f"g4seg: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"g4seg: error: {e.filename or args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 2
     print(f"{n} samples in {args.out} (use data.init_args.root: {args.out}, classes: {classes}, "
           "split: ImageSets/Segmentation/val.txt)")  # fmt: skip
     return 0

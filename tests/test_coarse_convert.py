@@ -38,7 +38,7 @@ def test_converted_clip_es_cams_give_clip_es_pseudo_labels(tmp_path, real_voc):
     script = [sys.executable, "scripts/prepare_coarse.py", "clip-es", "--cams", str(tmp_path / "cams"), "--out",
               str(tmp_path / "npz")]  # fmt: skip
     refused = subprocess.run(script, cwd=ROOT, capture_output=True, text=True)
-    assert refused.returncode == 2 and "pass --trust-pickle" in refused.stdout and not (tmp_path / "npz").exists()
+    assert refused.returncode == 2 and "pass --trust-pickle" in refused.stderr and not (tmp_path / "npz").exists()
     done = subprocess.run([*script, "--trust-pickle"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     dm = VOCFolderDataModule(str(real_voc), coarse=CoarseFromFiles(str(tmp_path / "npz")), limit=len(saved))
@@ -60,5 +60,5 @@ def test_a_file_that_is_not_clip_es_output_is_named(tmp_path):
     done = subprocess.run([sys.executable, "scripts/prepare_coarse.py", "clip-es", "--cams", str(tmp_path / "cams"),
                            "--out", str(tmp_path / "npz"), "--trust-pickle"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2
-    assert done.stdout.strip() == (f"prepare_coarse: error: {tmp_path}/cams/x.npy: not a CLIP-ES CAM file "
+    assert done.stderr.strip() == (f"g4seg: error: {tmp_path}/cams/x.npy: not a CLIP-ES CAM file "
                                    "(a dict with 'keys' and 'attn_highres')")  # fmt: skip
