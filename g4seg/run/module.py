@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..evaluation.boundary import DEFAULT_DILATION_RATIO, GroundTruthBoundaries
 from ..evaluation.counts import pixel_counts
 from ..evaluation.metrics import DEFAULT_EDGES, check_edges
+from ..finite import check_finite
 from ..interfaces import Chain, CoarseProducer, Injector, Refiner
 from ..types import BASELINE, IGNORE_INDEX, AlreadyDone, ClassProbs, Generated, Sample, SampleResult, SourceCounts
 from .refiner_pool import RefinerPool
@@ -163,6 +164,7 @@ class G4SegModule(L.LightningModule):
         with record_function("g4seg.coarse"):
             produced = self.producer.produce(todo)
         for sample, coarse in zip(todo, produced):
+            check_finite(coarse.probs, self.producer, sample.id, "coarse probabilities")
             sample.coarse = coarse
 
     @torch.no_grad()
@@ -228,6 +230,7 @@ class G4SegModule(L.LightningModule):
                     start = time.perf_counter()
                     with record_function(f"g4seg.refine.{type(spec.refiners[depth]).__name__}"):
                         refined = spec.refiners[depth].refine(sample, probs, gen)
+                    check_finite(refined.probs, spec.refiners[depth], sample.id)
                     steps[(sample.id, self.steps[spec.name][depth])] = (refined, time.perf_counter() - start)
             steps = self.start_pooled(samples, generated, steps)  # the next depth's CPU steps, as inputs finish
         return steps
@@ -237,6 +240,7 @@ class G4SegModule(L.LightningModule):
         done = steps[key]
         if isinstance(done, Future):
             done = steps[key] = self.pool.result(done, self._resolve(spec, depth - 1, sample, steps)[0] if depth else sample.coarse)
+            check_finite(done[0].probs, spec.refiners[depth], sample.id)
         return done
 
     def assemble(self, sample: Sample, steps: dict) -> tuple[dict[str, ClassProbs], dict[str, torch.Tensor], dict[str, float]]:

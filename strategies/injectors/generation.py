@@ -28,6 +28,7 @@ from torch.profiler import record_function
 
 from g4seg.classes import check_prompt, prompt_name
 from g4seg.errors import ConfigError
+from g4seg.finite import check_finite
 from g4seg.interfaces import Injector
 from g4seg.models.diffusion import SD_REPO, load_diffusion
 from g4seg.models.hub import hub_command
@@ -260,6 +261,7 @@ class DiffusionInjector(Injector):
                                     for p in parts])  # fmt: skip
             with record_function("g4seg.vae_decode"):
                 decoded = self.vae.decode(x0_hat.to(self.vae.dtype) / self.vae.config.scaling_factor + self.latent_shift).sample
+            check_finite(decoded, self, [samples[i].id for i in jobs.sample_index], "images")
         with record_function("g4seg.images_to_host"):
             images = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         per_sample: dict[str, list] = {s.id: [] for s in samples}
