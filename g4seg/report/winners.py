@@ -79,7 +79,8 @@ def terminal(metrics: dict, metric: str = "miou") -> str:
                 texts.append(text.rjust(col_w))
             lines.append(label.ljust(label_w) + "".join(texts))
         lines.append("")
-    lines.append(f"* 95% CI excludes 0   < best in the row   {FEW} fewer than {MIN_INSTANCES} instances   — empty stratum")
+    sure = "* 95% CI excludes 0   " if metrics.get("bootstrap") else ""  # without resamples no cell has a CI
+    lines.append(f"{sure}< best in the row   {FEW} fewer than {MIN_INSTANCES} instances   — empty stratum")
     lines.append(textwrap.fill(ALL_NOTE, WIDTH))
     return "\n".join(lines) + "\n"
 
@@ -101,6 +102,7 @@ def html(metrics: dict, metric: str, esc) -> str:
             few = f" {FEW}" if c["count"] is not None and c["count"] < MIN_INSTANCES else ""
             tds.append(f'<td class="{cls}">{c["gain"]:+.2f}{esc(ci)}{few}{" &#9664;" if c["best"] else ""}</td>')
         out.append(f"<tr><td>{esc(label)}</td>{''.join(tds)}</tr>")
-    legend = (f"<p>{TITLES[metric]} gain over the coarse mask, points, [95% CI]. Bold: the CI excludes 0; &#9664;: "
+    ci = ", [95% CI]. Bold: the CI excludes 0" if metrics.get("bootstrap") else " (no confidence intervals)"
+    legend = (f"<p>{TITLES[metric]} gain over the coarse mask, points{ci}; &#9664;: "
               f"best in the row; {FEW}: fewer than {MIN_INSTANCES} instances. {esc(ALL_NOTE)}</p>")  # fmt: skip
     return "".join(out) + "</table>" + legend
