@@ -65,9 +65,9 @@ def load_errors() -> tuple[type[BaseException], ...]:
 
 def why(error: BaseException) -> str:
     """The first line of an error, or its type where it has no message (EOFError())."""
-    first = (str(error).strip().splitlines() or [""])[0][:200]
+    first = (str(error).strip().splitlines() or [""])[0][:400]
     corrupt = type(error).__name__ in ("SafetensorError", "EOFError", "UnpicklingError", "BadZipFile") or \
-        "PytorchStreamReader" in first  # fmt: skip
+        any(s in first for s in ("PytorchStreamReader", "Unable to load weights"))  # fmt: skip
     text = f"{type(error).__name__}: {first}" if first else type(error).__name__
     return text + ("; a truncated or corrupt download?" if corrupt else "")
 
