@@ -208,16 +208,12 @@ def test_bootstrap_intervals(real_pairs):
     assert again["ci95"] == doc["strategies"]["crf"]["ci95"] and other["ci95"] != again["ci95"]
 
 
-def test_bootstrap_is_fast_enough_for_voc_val():
-    """1,449 images x 3 strategies x 1,000 resamples; a loose bound here, the benchmark measures."""
-    import time
-
+def test_bootstrap_gives_every_stratum_an_interval_on_a_voc_val_sized_run():
+    """1,449 images x 3 strategies x 1,000 resamples (its time: scripts/benchmark.py, not a test)."""
     from g4seg.evaluation.synthetic import voc_like_records
 
     results = [from_record(r) for r in voc_like_records(np.random.default_rng(0), 1449, ["a", "b", "c"])]
-    start = time.perf_counter()
     doc = summarize(results, ["a", "b", "c"], NAMES, [0, 40, 80, 100], 1000, 0)
-    assert time.perf_counter() - start < 60
     assert all(s["ci95"] is not None for s in doc["strategies"]["a"]["strata"])
 
 
