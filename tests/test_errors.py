@@ -59,7 +59,7 @@ def test_config_mistakes(tmp_path, args, expected):
     (["--model.injectors.emi.init_args.inversion", "ddim", "--model.injectors.emi.init_args.inversion_steps", "7"],
      "g4seg: error: inversion_steps must divide the timestep 400 (got 7)"),
     (["--model.injectors.emi.init_args.mode", "bogus"], "g4seg: error: mode must be 'add' or 'densediffusion'"),
-    (["--model.injectors.emi.init_args.prompt", "photo"], "g4seg: error: class name 'aeroplane' not found in the tokenized prompt"),
+    (["--model.injectors.emi.init_args.prompt", "photo"], "g4seg: error: prompt 'photo' needs exactly one {} for the class name"),
 ])  # fmt: skip
 def test_injector_mistakes(tmp_path, args, expected):
     argv = ["predict", "--config", "configs/demo.yaml", "--data.init_args.limit", "1", "--output_dir", str(tmp_path / "o")]

@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
 
 
 ARGUMENT_CASES = [
-    (["--edges", "0", "50", "200"], "strata edges (--edges) are initial IoUs in percent"),
+    (["--edges", "0", "50", "200"], "strata edges (--edges) must be increasing, at least two, initial IoUs in percent"),
     (["--edges", "0", "nan", "100"], "each in [0, 100]; got [0.0, nan, 100.0]"),
     (["--edges", "-10", "50", "100"], "got [-10.0, 50.0, 100.0]"),
     (["--edges", "50", "10", "100"], "increasing"),

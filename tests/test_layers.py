@@ -13,7 +13,8 @@ import pytest
 
 from conftest import ROOT
 
-GROUND = {"types", "interfaces", "errors", "seeding", "files", "classes", "images", "softening", "precision"}
+GROUND = {"types", "interfaces", "errors", "seeding", "files", "classes", "images", "softening", "precision", "finite",
+          "ade20k_names"}  # fmt: skip
 # what each part of g4seg may import from the rest of g4seg (besides the ground floor)
 CORE = {
     "ground": set(),

@@ -64,8 +64,8 @@ def check_edges(edges: Sequence[float], key: str = "model.strata_edges") -> list
 
     edges = [float(e) for e in edges]
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or not all(0.0 <= e <= 100.0 for e in edges):
-        raise ConfigError(f"strata edges ({key}) are initial IoUs in percent: at least two, increasing, each in "
-                          f"[0, 100]; got {edges}")  # fmt: skip
+        raise ConfigError(f"strata edges ({key}) must be increasing, at least two, initial IoUs in percent each "
+                          f"in [0, 100]; got {edges}")  # fmt: skip
     return edges
 
 

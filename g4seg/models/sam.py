@@ -53,6 +53,8 @@ def load_sam(model: str):
     hub.require_local(model, "folder", "the SAM model", SAM_GET, "model")
     try:
         kind = model_type(model)
+    except ConfigError:
+        raise
     except hub.load_errors() as e:
         raise hub.missing(model, f"cannot load SAM: {hub.why(e)}", "a SAM checkpoint", SAM_GET, "model") from None
     model_cls, processor_cls, image_cls = (getattr(tf, n) for n in KINDS[kind])

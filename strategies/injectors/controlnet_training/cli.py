@@ -60,10 +60,6 @@ class FinetuneCLI(LightningCLI):
         """A rerun resumes from the folder's last checkpoint; every missing model or dataset
         folder in one error, before anything loads."""
         out = Path(self.config["output_dir"])
-        try:
-            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"{out}: --output_dir cannot hold the run ({e.strerror or e}); choose another") from None
         if self.config["ckpt_path"] is None and (out / "checkpoints" / "last.ckpt").is_file():
             self.config["ckpt_path"] = "last"
         model, data = self.config.get("model", {}), self.config.get("data", {})
@@ -72,6 +68,10 @@ class FinetuneCLI(LightningCLI):
             (model.get("controlnet"), "folder", "the ControlNet", hub.hub_command(CONTROLNET_REPO), "model.controlnet"),
             (data.get("root"), "folder", "the dataset", "python scripts/prepare_datasets.py --help (VOC layout)", "data.root"),
         ])  # fmt: skip
+        try:  # after the models are found: a mistyped path leaves no folder behind
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{out}: --output_dir cannot hold the run ({e.strerror or e}); choose another") from None
 
     def instantiate_trainer(self, **kwargs):
         out = Path(self.config["output_dir"])
