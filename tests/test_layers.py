@@ -1,4 +1,4 @@
-"""The package layers import only downwards (README "Architecture"), read from the source
+"""The package layers import only downwards (docs/architecture.md), read from the source
 with `ast`; and the wheel carries every tracked file the packages need."""
 
 from __future__ import annotations

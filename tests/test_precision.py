@@ -1,6 +1,6 @@
 """precision: every model-running refiner takes bf16 autocast, also on the CPU; each one's
 output under bf16 is measured against its fp32 output on real images (the figures are in
-the README's performance section). The injector's twin is in test_injectors."""
+docs/benchmarks.md). The injector's twin is in test_injectors."""
 
 from __future__ import annotations
 

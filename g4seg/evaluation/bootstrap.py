@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_RESAMPLES = 10_000  # 1,000 left up to 5.5 points of seed-to-seed spread on an endpoint (README)
+DEFAULT_RESAMPLES = 10_000  # 1,000 left up to 5.5 points of seed-to-seed spread on an endpoint (docs/benchmarks.md)
 DEFAULT_SEED = 0
 
 

@@ -276,7 +276,7 @@ class DiffusionInjector(Injector):
 
     def autocast(self):
         """The UNet, ControlNet, text encoder and VAE under autocast: "auto" is fp16 on a GPU
-        and fp32 on the CPU; "bf16" also on the CPU (measured against fp32 in the README)."""
+        and fp32 on the CPU; "bf16" also on the CPU (measured against fp32 in docs/benchmarks.md)."""
         return autocast(self.precision, self.device)
 
     def regenerate(self, jobs: Jobs, x0: torch.Tensor, text: torch.Tensor, added: dict, inject: bool = True) -> torch.Tensor:
