@@ -131,7 +131,7 @@ def refine(
     module = G4SegModule([spec], injectors, names)
     if module.uses_random_weights(spec):
         warnings.warn("g4seg.refine: this strategy runs a model with random (untrained) weights; its output shows the "
-                      "pipeline running, not the method (load the real weights: docs/strategies.md "Real models")", stacklevel=2)  # fmt: skip
+                      "pipeline running, not the method (load the real weights: docs/strategies.md, Real models)", stacklevel=2)  # fmt: skip
     sample = Sample("image", image, torch.full(image.shape[:2], IGNORE_INDEX, dtype=torch.int64), names, probs)
     generated, _ = module.generate([sample])
     return module.run_strategies(sample, generated)[0]["refined"]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,8 @@ from g4seg.errors import USER_ERRORS
 
 def damage(path: Path, how: str) -> None:
     data = path.read_bytes()
-    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": os.urandom(4096)}[how])
+    garbage = bytes(np.random.default_rng(len(data)).integers(0, 256, 4096, dtype=np.uint8))  # the same bytes every run
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": garbage}[how])
 
 
 def first_line(call) -> str:

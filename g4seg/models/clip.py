@@ -100,7 +100,8 @@ def load_clip(model: str, pretrained: str | None, quick_gelu: bool | None = None
                           "activation (GELU). For OpenAI CLIP weights set quick_gelu: true", stacklevel=2)  # fmt: skip
     try:
         clip = open_clip.create_model(model, pretrained=pretrained, force_quick_gelu=bool(quick_gelu))
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:  # not a checkpoint at all (torch.load)
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, IndexError) as e:  # not a checkpoint at all (torch.load;
+        # its weights-only unpickler can fail on random bytes with an IndexError)
         raise hub.missing(str(pretrained), f"not a readable checkpoint ({type(e).__name__}; a truncated or corrupt "
                           "download?)", "the weights", get, "pretrained") from None  # fmt: skip
     except (RuntimeError, AssertionError, KeyError, ValueError) as e:  # open_clip asserts on shape mismatches
