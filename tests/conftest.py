@@ -89,3 +89,16 @@ def finished_run(out, *args: str):
     code, _, err = cli(*args, "--output_dir", str(out))
     assert code == 0, err[-3000:]
     return out
+
+
+SLOW_TESTS = {line.strip() for line in (ROOT / "tests" / "slow_tests.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks `slow` what tests/slow_tests.txt lists (measured), for the fast loop's -m "not slow"."""
+    import pytest
+
+    for item in items:
+        if item.nodeid in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
