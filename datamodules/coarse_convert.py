@@ -15,7 +15,6 @@ so it is only done with `--trust-pickle`, for files you made yourself or trust.
 from __future__ import annotations
 
 import argparse
-import sys
 import io
 from pathlib import Path
 
@@ -24,6 +23,8 @@ import numpy as np
 from g4seg.classes import resolve_classes
 from g4seg.errors import ConfigError, DataError
 from g4seg.files import atomic_write_bytes
+
+from .io import run_converter
 
 
 def clip_es_probs(cam_dict, path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +47,6 @@ def convert_clip_es(cams: Path, out: Path, classes: str, trust_pickle: bool) -> 
     if not trust_pickle:
         raise ConfigError("CLIP-ES saves its CAMs as pickles, and loading a pickle runs code from the file; "
                           "pass --trust-pickle for files you made or trust")  # fmt: skip
-    if Path(out).exists() and not Path(out).is_dir():
-        raise ConfigError(f"{out}: --out must be a folder")
     files = sorted(Path(cams).glob("*.npy"))
     if not files:
         raise DataError(f"{cams}: no CLIP-ES .npy files")
@@ -73,13 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     es.add_argument("--classes", default="voc", help="class preset the keys index (voc, coco_object)")
     es.add_argument("--trust-pickle", action="store_true", help="allow loading CLIP-ES's pickled dicts")
     args = parser.parse_args(argv)
-    try:
-        n = convert_clip_es(args.cams, args.out, args.classes, args.trust_pickle)
-    except (ConfigError, DataError) as e:
-        print(f"g4seg: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"g4seg: error: {e.filename or args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
-        return 2
+    n, code = run_converter(lambda: convert_clip_es(args.cams, args.out, args.classes, args.trust_pickle), args.out)
+    if code:
+        return code
     print(f"{n} CLIP-ES CAM files -> {args.out}/<id>.npz (probs: [1 - max CAM, CAMs], class_ids: [0, keys + 1])")
     return 0

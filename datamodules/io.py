@@ -118,3 +118,23 @@ def integer_ids(path: Path, raw: np.ndarray) -> np.ndarray:
 def check_size(path: Path, got: tuple[int, ...], want: tuple[int, int], what: str) -> None:
     if tuple(got) != tuple(want):
         raise DataError(f"{path}: {what} is {got[1]}x{got[0]} (WxH) but the image is {want[1]}x{want[0]}")
+
+
+def run_converter(work, out: Path):
+    """(result, 0) of a converter script's work, or (None, 2) with one line `g4seg: error:`
+    for what a user can fix: bad input (DataError, ConfigError), an --out that is a file or
+    cannot be written."""
+    import sys
+
+    from g4seg.errors import ConfigError
+
+    try:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise ConfigError(f"{out}: --out must be a folder")
+        return work(), 0
+    except (DataError, ConfigError) as e:
+        message = str(e)
+    except OSError as e:
+        message = f"{e.filename or out}: cannot write ({e.strerror or e})"
+    print(f"g4seg: error: {message}", file=sys.stderr)
+    return None, 2

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,7 +35,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from g4seg.errors import ConfigError, DataError
+from g4seg.errors import DataError
+
+from .io import run_converter
 
 # COCO category ids (1-based) that are not used by the 80 thing classes
 UNUSED_THING_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
@@ -188,16 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.images:
             parser.error("--instances needs --images")
         samples, classes = coco_object_from_instances(args.instances, args.images), "coco_object"
-    try:
-        if args.out.exists() and not args.out.is_dir():
-            raise ConfigError(f"{args.out}: --out must be a folder")
-        n = write_layout(args.out, samples, args.copy)
-    except (DataError, ConfigError) as e:
-        print(f"g4seg: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"g4seg: error: {e.filename or args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
-        return 2
+    n, code = run_converter(lambda: write_layout(args.out, samples, args.copy), args.out)
+    if code:
+        return code
     print(f"{n} samples in {args.out} (use data.init_args.root: {args.out}, classes: {classes}, "
           "split: ImageSets/Segmentation/val.txt)")  # fmt: skip
     return 0

@@ -141,21 +141,14 @@ def test_prepare_datasets_on_bad_coco_stuff_label_maps(tmp_path, case, capsys):
 
 @pytest.mark.parametrize("case", ["truncated", "no LabelMap"])
 def test_prepare_datasets_on_bad_context_annotations(tmp_path, case, capsys):
-    from scipy.io import savemat
-
     from datamodules import prepare
+    from helpers import context_sources
 
-    voc = tmp_path / "VOC2010"
-    (voc / "JPEGImages").mkdir(parents=True)
-    (voc / "ImageSets" / "Main").mkdir(parents=True)
-    (voc / "ImageSets" / "Main" / "val.txt").write_text("2008_000002\n")
-    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(voc / "JPEGImages" / "2008_000002.jpg")
-    (tmp_path / "trainval").mkdir()
-    mat = tmp_path / "trainval" / "2008_000002.mat"
-    savemat(mat, {"LabelMap" if case == "truncated" else "Other": np.array([[2, 284, 458], [3, 0, 113]], np.uint16)})
+    voc, trainval = context_sources(tmp_path, "LabelMap" if case == "truncated" else "Other")
+    mat = trainval / "2008_000002.mat"
     if case == "truncated":
         mat.write_bytes(mat.read_bytes()[:150])
-    code = prepare.main(["context", "--annotations", str(tmp_path / "trainval"), "--voc2010", str(voc), "--out",
+    code = prepare.main(["context", "--annotations", str(trainval), "--voc2010", str(voc), "--out",
                          str(tmp_path / "out")])  # fmt: skip
     line = error_line(code, capsys.readouterr().err)
     expected = "unreadable PASCAL Context annotation" if case == "truncated" else "no LabelMap in it (keys: ['Other'])"

@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 
 from datamodules import VOCFolderDataModule
@@ -15,7 +14,7 @@ from g4seg.errors import ConfigError
 from g4seg.seeding import stable_seed
 from strategies.injectors import NoInjection
 from strategies.injectors.flow_matching import matched_snr_sigma
-from strategies.injectors.generation import noise_for
+from helpers import sd3_step_from_pieces
 
 
 @pytest.fixture(scope="module")
@@ -41,36 +40,15 @@ def test_matched_snr_sigma_solves_the_snr_equation():
     assert ab / (1 - ab) == pytest.approx(0.7376, abs=1e-4)
 
 
-def shifted_step(inj, samples, unshifted_sigma: float):
-    """x0_hat of SD3's scheduler pieces with the scheduler's own shift applied to `unshifted_sigma`."""
-    models = inj.models_info
-    jobs = inj.make_jobs(samples)
-    r = inj.resolution
-    images = np.stack([cv2.resize(s.image.numpy(), (r, r), interpolation=cv2.INTER_AREA) for s in samples])
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    vae = models.vae
-    with torch.no_grad():
-        x0 = ((vae.encode(x).latent_dist.mean - vae.config.shift_factor) * vae.config.scaling_factor)[jobs.sample_index]
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(models.scheduler.config)
-        scheduler.set_timesteps(sigmas=[unshifted_sigma])
-        t = scheduler.timesteps[0]
-        noise = torch.stack([noise_for(sid, c, inj.seed, tuple(x0.shape[1:])) for sid, c in zip(jobs.sample_ids, jobs.class_ids)])
-        x_t = scheduler.scale_noise(x0, t.expand(len(x0)), noise)
-        embeds, _, pooled, _ = models.pipeline().encode_prompt(jobs.prompts, None, None, do_classifier_free_guidance=False)
-        v = models.unet(hidden_states=x_t, timestep=t.expand(len(x0)), encoder_hidden_states=embeds,
-                        pooled_projections=pooled).sample  # fmt: skip
-        return float(scheduler.sigmas[0]), scheduler.step(v, t, x_t).prev_sample
-
-
 def test_sd3_paper_and_matched_snr_noise_levels_are_its_schedulers(samples):
     paper = NoInjection(model="tiny-sd3")
     matched = NoInjection(model="tiny-sd3", noise="matched_snr")
     shift = float(paper.models_info.scheduler.config.shift)
-    sigma, _ = shifted_step(paper, samples[:1], 0.4)
+    sigma, _, _ = sd3_step_from_pieces(paper, samples[:1], 0.4)
     assert paper.resolved()["sigma"] == pytest.approx(sigma) == pytest.approx(2 / 3)  # shift 3 of 0.4
     target = matched_snr_sigma(400)
     unshifted = target / (shift - (shift - 1) * target)  # what the scheduler must be given to land there
-    sigma, expected = shifted_step(matched, samples, unshifted)
+    sigma, _, expected = sd3_step_from_pieces(matched, samples, unshifted)
     assert matched.resolved()["sigma"] == pytest.approx(sigma) == pytest.approx(target)
     _, x0_hat = matched.reconstruct(samples)
     torch.testing.assert_close(x0_hat, expected, atol=1e-5, rtol=1e-4)

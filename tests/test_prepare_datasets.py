@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from datamodules import VOCFolderDataModule
@@ -61,16 +60,10 @@ def test_coco_object_from_instances_json_paints_in_order_and_leaves_crowd_out(tm
 
 
 def test_context60_from_459_label_mat_files(tmp_path):
-    from scipy.io import savemat
+    from helpers import context_sources
 
-    voc = tmp_path / "VOC2010"
-    (voc / "JPEGImages").mkdir(parents=True)
-    (voc / "ImageSets" / "Main").mkdir(parents=True)
-    (voc / "ImageSets" / "Main" / "val.txt").write_text("2008_000002\n")
-    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(voc / "JPEGImages" / "2008_000002.jpg")
-    (tmp_path / "trainval").mkdir()
     # 459-label ids: 2 aeroplane, 284 person, 458 wood, 3 (not among the 59) and 0 (unlabelled) -> background
-    savemat(tmp_path / "trainval" / "2008_000002.mat", {"LabelMap": np.array([[2, 284, 458], [3, 0, 113]], np.uint16)})
+    voc, _ = context_sources(tmp_path)
     code = prepare_datasets.main(["context", "--annotations", str(tmp_path / "trainval"), "--voc2010", str(voc),
                                   "--out", str(tmp_path / "out")])  # fmt: skip
     assert code == 0
@@ -79,11 +72,9 @@ def test_context60_from_459_label_mat_files(tmp_path):
 
 
 def test_context_missing_annotation_names_the_file(tmp_path, capsys):
-    voc = tmp_path / "VOC2010"
-    (voc / "ImageSets" / "Main").mkdir(parents=True)
-    (voc / "ImageSets" / "Main" / "val.txt").write_text("2008_000002\n")
-    (voc / "JPEGImages").mkdir()
-    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(voc / "JPEGImages" / "2008_000002.jpg")
+    from helpers import context_sources
+
+    voc, _ = context_sources(tmp_path, None)
     code = prepare_datasets.main(["context", "--annotations", str(tmp_path / "nope"), "--voc2010", str(voc),
                                   "--out", str(tmp_path / "out")])  # fmt: skip
     assert code == 2

@@ -137,36 +137,16 @@ def test_the_injectors_sd3_step_is_diffusers_pieces_put_together(real_voc):
     scales it, x0_hat is the scheduler's step from the noised latent with the transformer
     called as SD3's pipeline calls it (timestep = sigma x 1000, pooled projections)."""
     from datamodules import VOCFolderDataModule
+    from helpers import sd3_step_from_pieces
     from strategies.injectors import NoInjection
-    from strategies.injectors.generation import noise_for
 
     dm = VOCFolderDataModule(str(real_voc), limit=2)
     dm.setup()
     samples = [dm.dataset[i] for i in range(2)]
     inj = NoInjection(model="tiny-sd3")
     x0, x0_hat = inj.reconstruct(samples)
-    jobs = inj.make_jobs(samples)
-    models = inj.models_info
-    pipe = models.pipeline()
-    vae = models.vae
-    import cv2
-    import numpy as np
-
-    r = inj.resolution
-    images = np.stack([cv2.resize(s.image.numpy(), (r, r), interpolation=cv2.INTER_AREA) for s in samples])
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    with torch.no_grad():
-        latents = (vae.encode(x).latent_dist.mean - vae.config.shift_factor) * vae.config.scaling_factor
-        torch.testing.assert_close(x0, latents[jobs.sample_index])
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(models.scheduler.config)
-        scheduler.set_timesteps(sigmas=[0.4])
-        t = scheduler.timesteps[0]
-        noise = torch.stack([noise_for(sid, c, inj.seed, tuple(x0.shape[1:])) for sid, c in zip(jobs.sample_ids, jobs.class_ids)])
-        x_t = scheduler.scale_noise(x0, t.expand(len(x0)), noise)
-        embeds, _, pooled, _ = pipe.encode_prompt(jobs.prompts, None, None, do_classifier_free_guidance=False)
-        velocity = models.unet(hidden_states=x_t, timestep=t.expand(len(x0)), encoder_hidden_states=embeds,
-                               pooled_projections=pooled).sample  # fmt: skip
-        expected = scheduler.step(velocity, t, x_t).prev_sample
+    _, latents, expected = sd3_step_from_pieces(inj, samples, 0.4)
+    torch.testing.assert_close(x0, latents)
     torch.testing.assert_close(x0_hat, expected, atol=1e-5, rtol=1e-4)
 
 
