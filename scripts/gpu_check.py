@@ -137,7 +137,7 @@ def generation(out: Results, samples, three, paths: dict, args) -> None:
         ref, var = timed([lambda: base.generate(samples), lambda: inj.generate(samples)], args.device, args.repeats)
         out.put("emi_variants", name, {"s_per_image": round(var / n, 4), "vs_default": round(ref / var, 2),
                                        "peak_gib": peak_gib(lambda: inj.generate(samples), args.device)})  # fmt: skip
-        del inj
+        inj = None  # frees its models before the next variant is built
 
 
 def channels_last(inj):
@@ -261,7 +261,7 @@ def flow(out: Results, samples, args) -> None:
                                                        "transformer_params": params, "resolution": inj.resolution,
                                                        "sigma": round(inj.sigma, 4), "precision": precision,
                                                        "peak_gib": peak_gib(lambda: inj.generate(samples), args.device)})  # fmt: skip
-            del inj
+            inj = None  # frees its models before the next one is built
         hub._LOADED.clear()
         del models, parts
         if args.device.startswith("cuda"):
