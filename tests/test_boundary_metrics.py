@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import finished_run, read_metrics
+from helpers import finished_run, read_metrics
 from g4seg.evaluation.boundary import GroundTruthBoundaries, mask_boundary
 from g4seg.evaluation.counts import pixel_counts
 from g4seg.evaluation.records import from_record, to_record
@@ -219,7 +219,7 @@ def test_bootstrap_gives_every_stratum_an_interval_on_a_voc_val_sized_run():
 
 # -- through predict: one and two processes, resume --------------------------------------------
 def test_report_metrics_option_and_rebuild_reproduce_the_intervals(tmp_path):
-    from conftest import cli
+    from helpers import cli
 
     out = tmp_path / "run"
     finished_run(out, "predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "4", "--scoring.bootstrap", "200")
@@ -243,7 +243,7 @@ def test_report_metrics_option_and_rebuild_reproduce_the_intervals(tmp_path):
 
 
 def test_unknown_table_metric_in_the_config_names_its_key(tmp_path):
-    from conftest import cli, error_line
+    from helpers import cli, error_line
 
     code, _, err = cli("predict", "--config", "configs/densecrf.yaml", "--output_dir", str(tmp_path / "o"),
                        "--scoring.metrics", "[miou, nope]")  # fmt: skip

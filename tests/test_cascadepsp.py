@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from strategies.refiners import CascadePSP
 from g4seg.models.cascadepsp import RefinementNetwork, load_official
 from g4seg.models.tiny import tiny_cascadepsp as tiny_network

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli, read_metrics
+from helpers import cli, read_metrics
 from datamodules import SCLIP, ClearCLIP, MaskCLIP, VOCFolderDataModule
 from datamodules.clip_segmenters import sliding_windows
 
@@ -122,7 +122,7 @@ def test_sclip_coarse_masks_through_predict_on_one_and_two_processes(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     proc = subprocess.run([sys.executable, "-m", "g4seg.cli", "predict", "--config", str(path), "--output_dir",
                            str(tmp_path / "two"), "--trainer.devices", "2", "--trainer.strategy", "ddp"],
@@ -158,7 +158,7 @@ def test_producer_runs_in_the_module_on_its_device_not_in_dataloader_workers(dem
 
 
 def test_missing_clip_weights_are_one_error_before_any_work(tmp_path):
-    from conftest import error_line
+    from helpers import error_line
 
     code, _, err = cli("predict", "--config", "configs/paper/tiny/table1_tsss.yaml", "--output_dir", str(tmp_path / "o"),
                        "--data.init_args.coarse.init_args.clip", "ViT-B-16",
@@ -170,7 +170,7 @@ def test_missing_clip_weights_are_one_error_before_any_work(tmp_path):
 
 
 def test_clip_weights_of_another_architecture_are_one_error(tmp_path):
-    from conftest import error_line
+    from helpers import error_line
     from g4seg.models.tiny import tiny_clip
 
     torch.save(tiny_clip().state_dict(), tmp_path / "tiny.pt")

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from datamodules import CoarseFromFiles, SyntheticDegradation, VOCFolderDataModule
 from strategies.refiners import DenseCRF
 from test_densecrf import clip_es_reference

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import cli, error_line, finished_run, read_metrics
+from helpers import cli, error_line, finished_run, read_metrics
 
 BASE = ["predict", "--config", "configs/densecrf.yaml", "--scoring.bootstrap", "300"]
 CRF5 = json.dumps([{"name": "crf5", "refiners": [{"class_path": "strategies.refiners.DenseCRF",

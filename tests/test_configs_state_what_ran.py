@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 CONFIGS = ["configs/demo.yaml", "configs/densecrf.yaml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs/paper/tiny").glob("*.yaml"))]
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import DEMO, ROOT, cli, read_metrics
+from helpers import DEMO, ROOT, cli, read_metrics
 from safetensors.torch import load_file
 
 from datamodules import VOCFolderDataModule

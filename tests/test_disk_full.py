@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import cli, error_line, finished_run, read_metrics
+from helpers import cli, error_line, finished_run, read_metrics
 
 RUN = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "4", "--data.init_args.batch_size", "1",
        "--scoring.bootstrap", "200"]  # fmt: skip

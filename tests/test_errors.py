@@ -15,8 +15,8 @@ import pytest
 from g4seg.evaluation.records import COUNT_KEYS
 from PIL import Image
 
-from conftest import DEMO, ROOT, cli, finished_run
-from conftest import error_line as the_line
+from helpers import DEMO, ROOT, cli, finished_run
+from helpers import error_line as the_line
 
 BASE = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "2"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import cli, error_line
+from helpers import cli, error_line
 
 
 def test_swapping_the_coarse_class_never_inherits_the_old_class_arguments(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, cli, error_line, finished_run
+from helpers import ROOT, cli, error_line, finished_run
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, error_line
+from helpers import ROOT, error_line
 from g4seg.errors import USER_ERRORS
 
 
@@ -181,7 +181,7 @@ def test_a_segrefiner_with_nan_weights_stops_the_run_in_one_line(tmp_path):
     refiner = json.dumps([{"name": "segrefiner", "refiners": [{"class_path": "strategies.refiners.SegRefiner", "init_args": {
         "weights": str(weights), "model_channels": 32, "channel_mult": [1, 1, 1, 2], "num_res_blocks": 1,
         "attention_strides": [8], "num_heads": 2, "model_size": 16}}]}])  # fmt: skip
-    from conftest import cli
+    from helpers import cli
 
     code, _, err = cli("predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "2",
                        "--model.strategies", refiner, "--scoring.bootstrap", "0", "--output_dir", str(tmp_path / "run"))  # fmt: skip
@@ -191,7 +191,7 @@ def test_a_segrefiner_with_nan_weights_stops_the_run_in_one_line(tmp_path):
 
 
 def test_a_producer_with_nan_weights_stops_the_run_in_one_line(tmp_path):
-    from conftest import cli
+    from helpers import cli
     from datamodules.hf_segmenter import TINY_LABELS
     from g4seg.models.tiny import tiny_segmenter
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli, finished_run, read_metrics, run_cli
+from helpers import ROOT, cli, finished_run, read_metrics, run_cli
 
 DEMO_ARGS = ["predict", "--config", "configs/densecrf.yaml"]
 SEVEN = [*DEMO_ARGS, "--data.init_args.limit", "7", "--data.init_args.batch_size", "1"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import finished_run, read_metrics
+from helpers import finished_run, read_metrics
 from datamodules import HFSegmenter, VOCFolderDataModule
 from datamodules.hf_segmenter import TINY_LABELS
 from g4seg.models.hf_segmentation import semantic_probs
@@ -168,7 +168,7 @@ def test_a_run_with_an_ade_named_segformer_gives_the_same_masks_under_two_hash_s
 
     from PIL import Image
 
-    from conftest import ROOT
+    from helpers import ROOT
     from g4seg.ade20k_names import SYNONYMS
     from g4seg.classes import ADE20K
 

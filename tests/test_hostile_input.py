@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEMO, ROOT, cli, error_line
+from helpers import DEMO, ROOT, cli, error_line
 
 BASE = ["predict", "--config", "configs/densecrf.yaml", "--scoring.bootstrap", "0"]
 

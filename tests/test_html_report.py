@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cli, demo_with, finished_run, read_metrics
+from helpers import cli, demo_with, finished_run, read_metrics
 
 GALLERY = 2
 

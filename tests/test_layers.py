@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 GROUND = {"types", "interfaces", "errors", "seeding", "files", "classes", "images", "softening", "precision", "finite",
           "ade20k_names"}  # fmt: skip
@@ -124,7 +124,7 @@ def test_top_level_help_lists_the_commands_without_importing_lightning():
 def test_report_and_a_missing_config_answer_without_lightning_or_torch(tmp_path):
     """`g4seg report` reads records and writes the page with numpy, matplotlib and OpenCV
     only; a mistyped config path is answered before Lightning loads."""
-    from conftest import finished_run
+    from helpers import finished_run
 
     out = finished_run(tmp_path / "run", "predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "2",
                        "--scoring.bootstrap", "100")  # fmt: skip

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import DEMO, ROOT, finished_run, read_metrics
+from helpers import DEMO, ROOT, finished_run, read_metrics
 
 RUN = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "6", "--scoring.bootstrap", "500",
        "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "1", "--trainer.num_nodes", "2"]  # fmt: skip

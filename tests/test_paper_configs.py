@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli, read_metrics
+from helpers import ROOT, cli, read_metrics
 
 PAPER = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
 

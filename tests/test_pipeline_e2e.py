@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from conftest import cli, demo_with, read_metrics, run_cli
+from helpers import cli, demo_with, read_metrics, run_cli
 
 ARGS = ["predict", "--config", "configs/demo.yaml", "--data.init_args.limit", "2", "--save_generated", "true"]
 

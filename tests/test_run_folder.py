@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cli, demo_with, error_line, finished_run, read_metrics
+from helpers import ROOT, cli, demo_with, error_line, finished_run, read_metrics
 from g4seg.run.folder import FolderLock
 
 BASE = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.limit", "3"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL, ROOT, cli, finished_run, read_metrics
+from helpers import REAL, ROOT, cli, finished_run, read_metrics
 
 N = 10  # real VOC images: enough batches after the second record for a signal to land mid-run
 RUN = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.root", str(REAL), "--data.init_args.limit", str(N),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import finished_run, read_metrics
+from helpers import finished_run, read_metrics
 
 EDGES = [0, 40, 80, 100]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL, ROOT, cli, finished_run, read_metrics
+from helpers import REAL, ROOT, cli, finished_run, read_metrics
 
 CRF = ["predict", "--config", "configs/densecrf.yaml", "--data.init_args.root", str(REAL), "--data.init_args.limit", "6",
        "--data.init_args.batch_size", "2", "--scoring.bootstrap", "200"]  # fmt: skip
