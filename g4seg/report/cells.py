@@ -10,6 +10,11 @@ from ..evaluation.metrics import MIN_INSTANCES
 FEW = "†"  # marks a stratum with fewer than MIN_INSTANCES instances: shown, not a result
 
 
+def stratum_label(low: float, high: float) -> str:
+    """A stratum's name everywhere it is shown (tables, plot, page, gallery): "40-80"."""
+    return f"{low:g}-{high:g}"
+
+
 def gain_text(gain: float | None, ci: list | None, count: int | str = "") -> str:
     """The gain with its interval; empty for an empty stratum, marked for a tiny one."""
     if count == 0:

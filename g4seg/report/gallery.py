@@ -24,6 +24,7 @@ from ..evaluation.tables import CountTables
 from ..files import atomic_write_bytes, safe_name
 from ..images import read_image
 from ..types import BASELINE, IGNORE_INDEX, SampleResult
+from .cells import stratum_label
 from .palette import PALETTE
 
 THUMB_SIDE = 128
@@ -40,7 +41,7 @@ class Shown:
 
 
 def stratum_names(edges: Sequence[float]) -> list[str]:
-    return [ALL] + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:])]
+    return [ALL] + [stratum_label(lo, hi) for lo, hi in zip(edges, edges[1:])]
 
 
 def select(tables: CountTables, strategy: str, mask, n: int) -> tuple[list[Shown], list[Shown]]:

@@ -19,7 +19,7 @@ from ..evaluation.tables import CountTables
 from ..files import atomic_write_bytes
 from ..types import BASELINE, SampleResult
 from . import per_class, winners
-from .cells import gain_text, stratum_footnote
+from .cells import gain_text, stratum_footnote, stratum_label
 from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
 from .palette import PALETTE
 from .plots import plot_instances, plot_per_class
@@ -126,7 +126,7 @@ def summary_table(metrics: dict, shown: Sequence[str]) -> str:
         head += [f"{TITLES[m]} baseline", f"{TITLES[m]} refined", f"{TITLES[m]} gain [95% CI]"]
     out = ['<table id="summary"><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
     for name, entry in metrics["strategies"].items():
-        for stratum, count, e in [("all", "", entry)] + [(f"{s['low']:g}-{s['high']:g}", s["count"], s) for s in entry["strata"]]:
+        for stratum, count, e in [("all", "", entry)] + [(stratum_label(s["low"], s["high"]), s["count"], s) for s in entry["strata"]]:
             cells = [name, stratum, count]
             for m in shown:
                 kb, kr, kg, kc = metric_keys(m)

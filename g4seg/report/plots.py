@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..evaluation.metrics import MIN_INSTANCES, SHOWN, TITLES, metric_keys
 from ..files import atomic_write_bytes
-from .cells import FEW
+from .cells import FEW, stratum_label
 
 
 def _pyplot():
@@ -43,7 +43,7 @@ def plot_strata(metrics: dict, path: Path, shown: Sequence[str] = SHOWN) -> None
 
     names = list(metrics["strategies"])
     first = metrics["strategies"][names[0]]
-    labels = ["all"] + [f"{s['low']:g}-{s['high']:g}\n(n={s['count']})" for s in first["strata"]]
+    labels = ["all"] + [f"{stratum_label(s['low'], s['high'])}\n(n={s['count']})" for s in first["strata"]]
     width = 0.8 / max(1, len(names))
     legend_rows = math.ceil(len(names) / 4)
     width_in = min(12.0, max(7.0, 1.2 + 0.32 * len(names) * len(labels)))

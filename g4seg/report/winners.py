@@ -13,7 +13,7 @@ import math
 import textwrap
 
 from ..evaluation.metrics import MIN_INSTANCES, TITLES, metric_keys
-from .cells import FEW
+from .cells import FEW, stratum_label
 
 WIDTH = 100
 ALL_NOTE = ("\"all\" is computed over the pixels of all images (each class's I and U summed over "
@@ -42,7 +42,7 @@ def grid(metrics: dict, metric: str) -> tuple[list[str], list[str], list[list[di
     """(row labels, strategies, cells[row][strategy]); each row's best strategy flagged."""
     names = contenders(metrics)
     first = metrics["strategies"][names[0]]
-    labels = ["all"] + [f"{s['low']:g}-{s['high']:g} (n={s['count']})" for s in first["strata"]]
+    labels = ["all"] + [f"{stratum_label(s['low'], s['high'])} (n={s['count']})" for s in first["strata"]]
     rows = []
     for r in range(len(labels)):
         cells = []

@@ -18,7 +18,7 @@ from ..evaluation.summary import mean_seconds
 from ..files import atomic_write_bytes, atomic_write_json
 from ..types import SampleResult
 from . import per_class, winners
-from .cells import gain_text, stratum_footnote
+from .cells import gain_text, stratum_footnote, stratum_label
 from .html import write_html
 from .plots import plot_strata
 
@@ -45,7 +45,7 @@ def rows(metrics: dict) -> list[dict]:
     """One row per (strategy, stratum) with every metric: the CSV."""
     out = []
     for name, m in metrics["strategies"].items():
-        for stratum, count, entry in [("all", "", m)] + [(f"{s['low']:g}-{s['high']:g}", s["count"], s) for s in m["strata"]]:
+        for stratum, count, entry in [("all", "", m)] + [(stratum_label(s["low"], s["high"]), s["count"], s) for s in m["strata"]]:
             row = {"strategy": name, "stratum": stratum, "count": count}
             images = entry.get("images") or {}
             row["images_won"] = f"{images.get('wins', 0)}/{sum(images.values())}" if images else ""
