@@ -27,6 +27,8 @@ from ..types import BASELINE, IGNORE_INDEX, SampleResult
 from .cells import stratum_label
 from .palette import PALETTE
 
+DEFAULT_GALLERY = 12  # best and worst samples shown per strategy and stratum in report.html
+
 THUMB_SIDE = 128
 REPORT_DIR = "report"
 ALL = "all"

@@ -20,7 +20,7 @@ from ..files import atomic_write_bytes
 from ..types import BASELINE, SampleResult
 from . import per_class, winners
 from .cells import gain_text, stratum_footnote, stratum_label
-from .gallery import REPORT_DIR, Shown, Thumbnails, select, stratum_names
+from .gallery import DEFAULT_GALLERY, REPORT_DIR, Shown, Thumbnails, select, stratum_names
 from .palette import PALETTE
 from .plots import plot_instances, plot_per_class
 
@@ -233,7 +233,7 @@ def legend(metrics: dict, class_names: Sequence[str]) -> str:
 
 
 def write_html(out_dir: Path, metrics: dict, results: Sequence[SampleResult], manifest: dict,
-               shown: Sequence[str] = SHOWN, gallery: int = 12, run_dir: Path | None = None) -> Path:  # fmt: skip
+               shown: Sequence[str] = SHOWN, gallery: int = DEFAULT_GALLERY, run_dir: Path | None = None) -> Path:  # fmt: skip
     """Writes OUTDIR/report.html (plots and thumbnails beside it) for the run in `run_dir`
     (default: OUTDIR itself); returns its path."""
     out_dir = Path(out_dir)

@@ -19,6 +19,7 @@ from ..files import atomic_write_bytes, atomic_write_json
 from ..types import SampleResult
 from . import per_class, winners
 from .cells import gain_text, stratum_footnote, stratum_label
+from .gallery import DEFAULT_GALLERY
 from .html import write_html
 from .plots import plot_strata
 
@@ -140,4 +141,4 @@ class ReportSettings:
     metrics: Sequence[str] = SHOWN
     bootstrap: int = DEFAULT_RESAMPLES
     seed: int = DEFAULT_SEED
-    gallery: int = 12  # best and worst samples shown per strategy and stratum in report.html
+    gallery: int = DEFAULT_GALLERY

@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ..errors import ConfigError
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from ..evaluation.metrics import SHOWN
+from ..report.gallery import DEFAULT_GALLERY
 from . import parse_errors
 from .failures import PLACE, RUN_FOLDER, report_failure
 from .folder import RunFolder
@@ -66,7 +67,7 @@ class G4SegCLI(LightningCLI):
                             help="table/plot metrics: miou boundary_iou mba miou_image")  # fmt: skip
         parser.add_argument("--scoring.bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (0: none)")
         parser.add_argument("--scoring.seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
-        parser.add_argument("--scoring.gallery", type=int, default=12, help="best/worst samples per section in report.html")
+        parser.add_argument("--scoring.gallery", type=int, default=DEFAULT_GALLERY, help="best/worst samples per section in report.html")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.set_defaults({"trainer.logger": False, "trainer.enable_checkpointing": False})
 

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..errors import ConfigError
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resampling
+from ..report.gallery import DEFAULT_GALLERY
 from ..evaluation.metrics import SHOWN
 from ..report.write import ReportSettings, check_shown
 from .folder import RunFolder
@@ -47,7 +48,7 @@ class Scoring(Callback):
     """
 
     def __init__(self, folder: RunFolder, metrics: Sequence[str] = SHOWN, bootstrap: int = DEFAULT_RESAMPLES,
-                 seed: int = DEFAULT_SEED, gallery: int = 12) -> None:  # fmt: skip
+                 seed: int = DEFAULT_SEED, gallery: int = DEFAULT_GALLERY) -> None:  # fmt: skip
         check_resampling(bootstrap, seed, "scoring.")
         if gallery < 0:
             raise ConfigError(f"scoring.gallery must be >= 0, got {gallery}")

@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, check_resampling
 from ..evaluation.metrics import check_edges
 from ..evaluation.metrics import SHOWN
+from ..report.gallery import DEFAULT_GALLERY
 from ..report.write import ReportSettings, check_shown
 from .folder import RunFolder
 from .scoring import score
@@ -42,7 +43,7 @@ def report_main(argv: list[str]) -> None:
     pick = lambda given, key, default: given if given is not None else run.get(key, default)  # noqa: E731
     settings = ReportSettings(check_shown(args.metrics or run.get("metrics") or SHOWN),
                               pick(args.bootstrap, "bootstrap", DEFAULT_RESAMPLES), pick(args.seed, "seed", DEFAULT_SEED),
-                              pick(args.gallery, "gallery", 12))  # fmt: skip
+                              pick(args.gallery, "gallery", DEFAULT_GALLERY))  # fmt: skip
     _, table = score(folder, settings, args.edges, target)
     print(table)
     print(f"report: {(target / 'report.html').resolve()}")
