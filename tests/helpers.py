@@ -106,7 +106,7 @@ def sd3_step_from_pieces(inj, samples, unshifted_sigma: float):
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from strategies.injectors.generation import noise_for
+    from strategies.injectors.jobs import noise_for
 
     models = inj.models_info
     jobs = inj.make_jobs(samples)

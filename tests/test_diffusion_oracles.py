@@ -15,7 +15,7 @@ from datamodules import VOCFolderDataModule
 from strategies.injectors import AttentionInjection, NoInjection
 from strategies.injectors import attention as attention_module
 from strategies.injectors.attention import EMIProcessor, LayoutMasks
-from strategies.injectors.generation import noise_for
+from strategies.injectors.jobs import noise_for
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from strategies.injectors import AttentionInjection, ControlNetInjection, NoInje
 from strategies.injectors.ade20k import ADE20K, ade20k_palette
 from strategies.injectors.attention import EMIProcessor, LayoutMasks
 from strategies.injectors.controlnet import class_colours, condition_image
-from strategies.injectors.generation import noise_for
+from strategies.injectors.jobs import noise_for
 
 
 @pytest.fixture(scope="module")

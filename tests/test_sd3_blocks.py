@@ -39,7 +39,7 @@ def sd3():
 
 
 def jobs_for(masks: torch.Tensor, tokens: torch.Tensor):
-    from strategies.injectors.generation import Jobs
+    from strategies.injectors.jobs import Jobs
 
     n = len(masks)
     return Jobs(list(range(n)), [f"s{i}" for i in range(n)], [1] * n, masks, tokens, ["p"] * n, ["c"] * n)
@@ -210,7 +210,7 @@ def test_flux_step_is_diffusers_pieces_put_together(real_voc):
 
     from datamodules import VOCFolderDataModule
     from strategies.injectors import NoInjection
-    from strategies.injectors.generation import noise_for
+    from strategies.injectors.jobs import noise_for
 
     dm = VOCFolderDataModule(str(real_voc), limit=1)
     dm.setup()

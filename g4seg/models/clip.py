@@ -105,7 +105,7 @@ def load_clip(model: str, pretrained: str | None, quick_gelu: bool | None = None
         raise hub.missing(str(pretrained), f"not a readable checkpoint ({type(e).__name__}; a truncated or corrupt "
                           "download?)", "the weights", get, "pretrained") from None  # fmt: skip
     except (RuntimeError, AssertionError, KeyError, ValueError) as e:  # open_clip asserts on shape mismatches
-        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = hub.first_line(e, None) or type(e).__name__
         if "PytorchStreamReader" in first:  # a zip checkpoint cut short
             raise hub.missing(str(pretrained), f"not a readable checkpoint ({hub.why(e)})", "the weights", get,
                               "pretrained") from None  # fmt: skip

@@ -63,9 +63,14 @@ def load_errors() -> tuple[type[BaseException], ...]:
     return errors
 
 
+def first_line(error: BaseException, limit: int | None = 400) -> str:
+    """An error's first line ("" where it has no message, as EOFError())."""
+    return (str(error).strip().splitlines() or [""])[0][:limit]
+
+
 def why(error: BaseException) -> str:
     """The first line of an error, or its type where it has no message (EOFError())."""
-    first = (str(error).strip().splitlines() or [""])[0][:400]
+    first = first_line(error)
     corrupt = type(error).__name__ in ("SafetensorError", "EOFError", "UnpicklingError", "BadZipFile") or \
         any(s in first for s in ("PytorchStreamReader", "Unable to load weights"))  # fmt: skip
     text = f"{type(error).__name__}: {first}" if first else type(error).__name__

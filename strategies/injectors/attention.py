@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from g4seg.errors import ConfigError
 
-from .generation import DiffusionInjector, Jobs
+from .generation import DiffusionInjector
+from .jobs import Jobs
 
 
 DD_TREG = 0.47  # mean of (t/1000)^5 over DDIM-50 timesteps 981..701, where DenseDiffusion modulates

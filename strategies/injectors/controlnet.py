@@ -17,7 +17,8 @@ from g4seg.models.diffusion import CONTROLNET_REPO
 from g4seg.models.hub import hub_command
 
 from .ade20k import ade20k_index, ade20k_palette
-from .generation import DiffusionInjector, Jobs
+from .generation import DiffusionInjector
+from .jobs import Jobs
 
 
 def condition_image(masks: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:

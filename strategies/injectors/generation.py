@@ -38,7 +38,7 @@ from g4seg.types import Generated, Sample
 from .flow_matching import (FLUX_T5_LENGTH, NOISE_LEVELS, SD3_T5_LENGTH, flow_prompts, noised, step_sigma, velocity,
                             x0_from_velocity)  # fmt: skip
 from .inversion import ddim_invert, inversion_timesteps, optimise_null_text
-from .jobs import Jobs, class_token_mask, clip_token_ids, noise_for  # noqa: F401 (noise_for: imported from here)
+from .jobs import Jobs, class_token_mask, clip_token_ids, noise_for
 
 INVERSIONS = ("none", "ddim", "null_text")
 NULL_TEXT_GUIDANCE = 7.5  # Mokady et al.'s guidance scale, the default when null_text is chosen

@@ -14,6 +14,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from g4seg.errors import ConfigError
 from g4seg.files import atomic_write_bytes
+from g4seg.models import hub
 
 UNREADABLE = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, ValueError, KeyError)
 
@@ -30,6 +31,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
         except UNREADABLE as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            first = hub.first_line(e, 160) or type(e).__name__
             raise ConfigError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first}); delete it to start "
                               "anew, or give --ckpt_path another checkpoint") from None  # fmt: skip

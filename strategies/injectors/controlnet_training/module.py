@@ -27,7 +27,7 @@ from g4seg.models.diffusion import load_diffusion
 from g4seg.seeding import stable_seed
 
 from ..controlnet import FINETUNE_INFO
-from ..generation import clip_token_ids
+from ..jobs import clip_token_ids
 
 ARCHITECTURE_KEYS = ("in_channels", "block_out_channels", "down_block_types", "layers_per_block", "cross_attention_dim",
                      "attention_head_dim")  # fmt: skip
